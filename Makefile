@@ -1,0 +1,59 @@
+# restore_nb — the two commands a user needs are `make demo` and `make test`.
+# Everything else here is for developers. All targets create .venv on first use.
+SHELL := /bin/bash
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.restore_nb-installed
+PIP := $(BIN)/python -m pip -qq --disable-pip-version-check
+DEMO_OUT ?= restore_nb_demo
+
+.PHONY: install demo test test-slow export clean-nbs prepare readme docs-check wheel clean help
+
+help:
+	@echo "make demo       install into $(VENV) (first time) and run 'restore-nb demo' -> $(DEMO_OUT)/"
+	@echo "make test       install into $(VENV) (first time) and run the whole default test suite"
+	@echo "make test-slow  the same, also running notebook cells flagged '#| slow' and slow tests"
+	@echo "make prepare    nbdev-export + nbdev-clean + README.md from nbs/index.ipynb (before committing)"
+	@echo "make docs-check nbdev-proc-nbs (the docs pre-processing step; rendering needs Quarto)"
+	@echo "make wheel      build dist/restore_nb-*.whl"
+
+# (Re)install when pyproject.toml changes. torch/torchvision come from the package registry.
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	@echo "Installing restore_nb and its dependencies into $(VENV) (first time: several minutes, ~5 GB for torch)"
+	$(PIP) install --upgrade pip
+	$(PIP) install -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/restore-nb demo --out $(DEMO_OUT)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest tests
+
+test-slow: $(STAMP)
+	RESTORE_NB_SLOW=1 $(BIN)/python -m pytest tests
+
+export: $(STAMP)
+	$(BIN)/nbdev-export
+
+clean-nbs: $(STAMP)
+	$(BIN)/nbdev-clean
+	$(BIN)/nbdev-clean --fname colab
+
+readme: $(STAMP)
+	$(BIN)/python tools/make_readme.py
+
+prepare: export clean-nbs readme
+
+docs-check: $(STAMP)
+	$(BIN)/python tools/proc_nbs.py
+
+wheel: $(STAMP)
+	$(BIN)/python -m pip wheel --no-deps -w dist .
+
+clean:
+	rm -rf _proc _docs dist build *.egg-info $(DEMO_OUT)
