@@ -42,10 +42,17 @@ def test_kernel_curriculum_decays_linearly():
     assert learn.loss_func.k_true.shape == (8, 11, 11) and learn.loss_func.k_est.shape == (8, 11, 11)
 
 
-def test_fit_minutes_runs_whole_one_cycle_epochs():
+def test_fit_minutes_follows_the_clock():
+    "The one-cycle schedule spans exactly the budget: training stops on time and the LR has annealed."
+    import time
     set_seed(0)
     learn = deblur_learner(_dls(), 'unet', width=4)
     before = {k: v.clone() for k, v in learn.model.state_dict().items()}
-    with learn.no_bar(), learn.no_logging(): n = fit_minutes(learn, 0.01)
-    assert n >= 1 and len(learn.recorder.values) == n       # whole epochs of one one-cycle schedule
+    t0 = time.perf_counter()
+    with learn.no_bar(), learn.no_logging(): n = fit_minutes(learn, 0.1, lr=1e-3)
+    dt = time.perf_counter() - t0
+    assert 6 <= dt < 6 + 3, dt                       # budget + at most one batch and one validation pass
+    assert n >= 1 and len(learn.recorder.values) == n
+    lrs = learn.recorder.lrs
+    assert max(lrs) > 0.9e-3 and lrs[-1] < max(lrs) / 20   # warmed up to the max, annealed by the end
     assert any(not torch.equal(before[k], v) for k, v in learn.model.state_dict().items())
