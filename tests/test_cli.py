@@ -16,47 +16,81 @@ def test_version_and_help():
     assert r.returncode == 2 and 'COMMAND' in r.stdout
 
 
-def test_demo_restores_better_than_degraded(tmp_path):
+def test_demo_trains_and_beats_the_blurred_input(tmp_path):
     out = tmp_path / 'report'
-    r = run([EXE, 'demo', '--out', out, '--size', '64'])
+    r = run([EXE, 'demo', '--out', out, '--minutes', '0.25', '--device', 'cpu'], timeout=600)
     assert r.returncode == 0, r.stderr
-    res = json.loads((out / 'results.json').read_text())
-    assert set(res) == {'task', 'protocol', 'metrics', 'per_image'} and res['task'] == 'deblur'
-    assert len(res['per_image']) == 6
+    res = json.loads((out / 'metrics.json').read_text())
+    assert {'task', 'protocol', 'metrics', 'per_image'} <= set(res) and res['task'] == 'deblur'
     m = res['metrics']
-    assert m['wiener']['psnr'] > m['degraded']['psnr'] + 0.5
-    assert m['richardson_lucy']['psnr'] > m['degraded']['psnr'] + 0.5
+    assert m['rl']['psnr'] > m['blurred']['psnr'] + 1 and m['unrolled']['psnr'] > m['blurred']['psnr'] + 1
+    assert len(res['per_image']) == 4 * len(res['protocol']['test_images'])
     assert (out / 'report.md').read_text().startswith('# restore_nb demo')
-    assert len(list((out / 'images').glob('*.png'))) == 6 * 4
+    for f in ('grid.png', 'kernels.png', 'run/model.safetensors', 'run/run.json', 'run/log.csv'): assert (out / f).exists(), f
 
 
-def test_demo_bad_argument_is_one_clear_line(tmp_path):
-    r = run([EXE, 'demo', '--out', tmp_path, '--size', '8'])
-    assert r.returncode == 2
-    assert 'size must be at least 32' in r.stderr and 'Traceback' not in r.stderr
-    r = run([EXE, 'demo', '--size', 'big'])
-    assert r.returncode == 2 and 'invalid int value' in r.stderr
+def test_bad_arguments_are_one_clear_line(tmp_path):
+    def bad(*args, expect):
+        r = run([EXE, *args])
+        assert r.returncode == 2, (args, r.stdout, r.stderr)
+        assert expect in r.stderr and 'Traceback' not in r.stderr, (args, r.stderr)
+    bad('demo', '--out', tmp_path, '--size', '8', expect='size must be at least 32')
+    bad('demo', '--size', 'big', expect='invalid int value')
+    bad('train', 'denoise', expect="task: 'denoise' is not available")
+    bad('eval', 'deblur', '--ckpt', tmp_path / 'missing', expect='checkpoint not found')
+    (tmp_path / 'empty').mkdir()
+    bad('train', 'deblur', '--data', tmp_path / 'empty', '--out', tmp_path / 'r', expect='no images')
+    (tmp_path / 'bad.png').write_bytes(b'\x89PNG\r\n\x1a\n broken')
+    from restore_nb.core import save_model
+    from restore_nb.deconv import UNet
+    save_model(UNet(width=4), tmp_path / 'ck')
+    bad('restore', tmp_path / 'bad.png', '--ckpt', tmp_path / 'ck', '--out', tmp_path / 'o', expect='Cannot read image')
+    bad('restore', tmp_path / 'bad.png', '--ckpt', tmp_path / 'nothing', expect='checkpoint not found')
+    bad('verify', tmp_path / 'bad.png', expect='manifest not found')
+    bad('bench', 'sr', expect="task: 'sr' is not available")
 
 
-def test_train_then_eval_deblur(tmp_path):
+def test_train_eval_restore_verify_end_to_end(tmp_path):
+    """The issue's acceptance path: train, eval, restore, verify, and a resumed run that continues."""
     import numpy as np, torch
     from restore_nb.core import save_image
-    from restore_nb.physics import motion_kernel
-    ckpt = tmp_path / 'run'
-    r = run([EXE, 'train', 'deblur', '--out', ckpt, '--epochs', '1', '--size', '40', '--bs', '8', '--layers', '2'], timeout=600)
+    from restore_nb.physics import Blur, motion_kernel
+    run_dir = tmp_path / 'runs' / 'v0.1_unrolled'
+    r = run([EXE, 'train', 'deblur', '--data', 'builtin', '--minutes', '0.1', '--size', '40', '--layers', '2', '--out', run_dir], timeout=600)
     assert r.returncode == 0, r.stderr
-    meta = json.loads((ckpt / 'config.json').read_text())
-    assert meta['class'] == 'restore_nb.deconv.UnrolledRL' and meta['config']['layers'] == 2 and len(meta['history']) == 1
+    rec = json.loads((run_dir / 'run.json').read_text())
+    assert rec['status'] == 'finished' and rec['epochs'] >= 1 and (run_dir / 'checkpoints' / 'best.json').exists()
+    meta = json.loads((run_dir / 'config.json').read_text())
+    assert meta['class'] == 'restore_nb.deconv.UnrolledRL' and meta['config']['layers'] == 2
     for i in range(2): save_image(torch.rand(1, 48, 48), tmp_path / 'test' / f'{i}.png')
     np.save(tmp_path / 'k.npy', np.stack([motion_kernel(7, 0.0, size=9).numpy(), motion_kernel(7, 90.0, size=9).numpy()]))
     out = tmp_path / 'eval.json'
-    r = run([EXE, 'eval', 'deblur', '--ckpt', ckpt, '--data', tmp_path / 'test', '--kernels', tmp_path / 'k.npy', '--sigma', '0.01', '--json', out])
+    r = run([EXE, 'eval', 'deblur', '--ckpt', run_dir, '--data', tmp_path / 'test', '--kernels', tmp_path / 'k.npy', '--sigma', '0.01', '--json', out])
     assert r.returncode == 0, r.stderr
     res = json.loads(out.read_text())
     assert len(res['per_image']) == 4 and res['protocol']['sigma'] == 0.01 and res['protocol']['kernels'] == 2
-    assert {'psnr', 'ssim'} <= set(res['metrics'])
-    r = run([EXE, 'eval', 'deblur', '--ckpt', tmp_path / 'missing'])
-    assert r.returncode == 2 and 'not found' in r.stderr and 'Traceback' not in r.stderr
+    assert (run_dir / 'eval.json').exists()
+    from restore_nb.learn import runs_table
+    t = runs_table(tmp_path / 'runs')
+    assert t.run.tolist() == ['v0.1_unrolled'] and t.test_psnr[0] == pytest.approx(res['metrics']['psnr'])
+    k = motion_kernel(7, 30.0, size=9)
+    np.save(tmp_path / 'k1.npy', k.numpy())
+    save_image(Blur(k)(torch.rand(1, 3, 150, 130)).clamp(0, 1), tmp_path / 'in' / 'photo.png')
+    r = run([EXE, 'restore', tmp_path / 'in' / 'photo.png', '--ckpt', run_dir, '--kernel', tmp_path / 'k1.npy',
+             '--out', tmp_path / 'out', '--tile', '96', '--overlap', '48'])
+    assert r.returncode == 0, r.stderr
+    restored = tmp_path / 'out' / 'photo_restored.png'
+    assert run([EXE, 'verify', restored]).returncode == 0
+    np.save(tmp_path / 'k1.npy', np.pad(k.numpy(), 1))                  # kernel file is not part of the check, the input is
+    b = bytearray((tmp_path / 'in' / 'photo.png').read_bytes()); b[-30] ^= 4; (tmp_path / 'in' / 'photo.png').write_bytes(bytes(b))
+    r = run([EXE, 'verify', restored])
+    assert r.returncode == 1 and 'input' in r.stderr and 'changed' in r.stderr
+    # resume a finished run: nothing left to do, the record stays finished
+    r = run([EXE, 'train', 'deblur', '--out', run_dir, '--resume', '--size', '40', '--layers', '2'], timeout=600)
+    assert r.returncode == 0 and 'already finished' in r.stdout, r.stderr
+    assert json.loads((run_dir / 'run.json').read_text())['epochs'] == rec['epochs']
+    r = run([EXE, 'train', 'deblur', '--out', run_dir, '--epochs', '1'])
+    assert r.returncode == 2 and 'already holds a run' in r.stderr
 
 
 @pytest.mark.slow

@@ -17,12 +17,12 @@ def folder(tmp_path):
 
 def test_folder_source_recursive_and_lazy(folder):
     s = ImageSource(folder)
-    assert s.names == ['a/b/img1', 'a/img0', 'c/img2'] and s._cache == {}
+    assert s.names == ['a/b/img1', 'a/img0', 'c/img2'] and len(s._cache) == 0
     assert s[0].shape == (3, 40, 50) and len(s._cache) == 1
 
 
 def test_source_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match='data folder not found'): ImageSource(tmp_path / 'nope')
+    with pytest.raises(FileNotFoundError, match='data not found'): ImageSource(tmp_path / 'nope')
     with pytest.raises(ValueError, match='no images'): ImageSource(tmp_path)
 
 
@@ -102,3 +102,62 @@ def test_dataloaders_batches():
     dls = deblur_dataloaders(size=32, bs=4, n_train=8, n_valid=4, kernel_size=9, device='cpu')
     y, k, x = dls.one_batch()
     assert y.shape == x.shape == (4, 3, 32, 32) and k.shape == (4, 9, 9) and dls.n_inp == 2
+
+
+def test_zip_source_matches_folder_and_bounded_cache(folder, tmp_path):
+    import zipfile
+    z = tmp_path / 'imgs.zip'
+    with zipfile.ZipFile(z, 'w') as f:
+        for p in sorted(folder.rglob('*.png')): f.write(p, p.relative_to(folder))
+        f.writestr('__MACOSX/._junk.png', b'xx'); f.writestr('broken.png', b'not a png')
+    s, fs = ImageSource(z, cache=1), ImageSource(folder)
+    assert s.names == ['a/b/img1', 'a/img0', 'broken', 'c/img2']
+    assert torch.equal(s[0], fs[0]) and torch.equal(s[3], fs[2])
+    assert len(s._cache) == 1                                          # LRU bound
+    with pytest.raises(ValueError, match=r'imgs.zip:broken.png'): s[2]   # the error names the archive member
+    (tmp_path / 'bad.zip').write_bytes(b'PK\x03\x04garbage')
+    with pytest.raises(ValueError, match='not a readable zip'): ImageSource(tmp_path / 'bad.zip')
+
+
+def test_registered_source_and_unknown_scheme():
+    from restore_nb.data import register_source, SOURCES
+    register_source('unittest', lambda spec, mode: [(f'{spec}-{i}', lambda i=i: torch.full((3, 8, 8), i / 2)) for i in range(2)])
+    try:
+        s = ImageSource('unittest:x')
+        assert s.names == ['x-0', 'x-1'] and s[1].mean() == 0.5
+    finally: SOURCES.pop('unittest')
+    with pytest.raises(ValueError, match='unknown source'): ImageSource('kaggle:nih-chest-xrays/data')
+    with pytest.raises(ValueError, match='scheme'): register_source('k', lambda s, m: [])
+
+
+@pytest.mark.parametrize('name', ['RGGB', 'GBRG', 'XTRANS'])
+def test_cfa_safe_crops_preserve_the_phase(name):
+    "On the channel-index image of a mosaic, every augmented crop is the tiled pattern again (phase kept)."
+    from restore_nb.physics import Mosaic
+    from restore_nb.data import random_crop, cfa_transforms
+    pat = Mosaic(name).pattern
+    P = pat.shape[0]
+    idx_img = torch.as_tensor(pat).repeat(20, 20)[None].float()
+    for s in range(30):
+        c = random_crop(idx_img, 4 * P, torch.Generator().manual_seed(s), cfa=pat)
+        assert torch.equal(c[0], torch.as_tensor(pat).repeat(4, 4).float())
+    mosaic = Mosaic(name)(torch.rand(1, 3, 20 * P, 20 * P))[0]
+    crops = {tuple(random_crop(mosaic, 4 * P, torch.Generator().manual_seed(s), cfa=pat)[0, 0, :4].tolist()) for s in range(20)}
+    assert len(crops) > 10                                              # positions and transforms really vary
+    assert cfa_transforms(pat)[0] == (0, 0)
+    with pytest.raises(ValueError, match='multiple of the CFA period'): random_crop(mosaic, 4 * P + 1, torch.Generator(), cfa=pat)
+
+
+def test_degraded_pairs_with_a_pipeline(folder):
+    from restore_nb.data import DegradedPairs, pairs_dataloaders
+    from restore_nb.physics import Compose, Downsample, GaussianNoise
+    op = Compose(Blur(gaussian_kernel(1.0)), Downsample(2), GaussianNoise(0.01))
+    ds = DegradedPairs(ImageSource(folder), op, n=4, size=32, seed=3)
+    y, x = ds[0]
+    assert y.shape == (3, 16, 16) and x.shape == (3, 32, 32)
+    assert torch.equal(ds[2][0], ds[2][0])
+    clean = Compose(Blur(gaussian_kernel(1.0)), Downsample(2))(x[None])[0]
+    assert 0.003 < (y - clean).std() < 0.02                             # the noise is there, at σ≈0.01
+    dls = pairs_dataloaders(folder, op, size=32, bs=2, n_train=4, n_valid=2, device='cpu', valid_frac=0.5)
+    yb, xb = dls.one_batch()
+    assert yb.shape == (2, 3, 16, 16) and xb.shape == (2, 3, 32, 32)
