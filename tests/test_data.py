@@ -161,3 +161,13 @@ def test_degraded_pairs_with_a_pipeline(folder):
     dls = pairs_dataloaders(folder, op, size=32, bs=2, n_train=4, n_valid=2, device='cpu', valid_frac=0.5)
     yb, xb = dls.one_batch()
     assert yb.shape == (2, 3, 16, 16) and xb.shape == (2, 3, 32, 32)
+
+
+def test_sources_pickle_for_spawned_workers(folder, tmp_path):
+    "DataLoader workers started with 'spawn' (macOS, Windows) receive the dataset by pickle."
+    import pickle, zipfile
+    z = tmp_path / 'i.zip'
+    with zipfile.ZipFile(z, 'w') as f: f.write(folder / 'c' / 'img2.png', 'img2.png')
+    for src in (ImageSource(folder), ImageSource(z), ImageSource('builtin')):
+        s2 = pickle.loads(pickle.dumps(src))
+        assert s2.names == src.names and torch.equal(s2[0], src[0])
