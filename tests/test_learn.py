@@ -53,6 +53,7 @@ def test_fit_minutes_follows_the_clock():
     dt = time.perf_counter() - t0
     assert 6 <= dt < 6 + 3, dt                       # budget + at most one batch and one validation pass
     assert n >= 1 and len(learn.recorder.values) == n
+    assert all(set(h) == {'train_loss', 'valid_loss', 'psnr_metric', 'ssim_metric'} for h in history(learn))   # the cut epoch too
     lrs = learn.recorder.lrs
     assert max(lrs) > 0.9e-3 and lrs[-1] < max(lrs) / 20   # warmed up to the max, annealed by the end
     assert any(not torch.equal(before[k], v) for k, v in learn.model.state_dict().items())
