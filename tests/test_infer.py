@@ -44,7 +44,8 @@ def test_onnx_export_matches_pytorch(tmp_path):
     set_seed(0)
     r = export_onnx(_perturbed(UNet(width=8)), tmp_path / 'm.onnx', size=32, check_size=48)
     assert r['max_abs_diff'] <= 1e-4 and (tmp_path / 'm.onnx').exists()
-    with pytest.raises(ValueError, match='complex FFTs'): export_onnx(UnrolledRL(layers=1), tmp_path / 'u.onnx')
+    r = export_onnx(_perturbed(UnrolledRL(layers=1, prior_width=4)), tmp_path / 'u.onnx', size=32, check_size=40, kernel_size=9)
+    assert r['max_abs_diff'] <= 1e-4 and r['inputs'] == ['image', 'kernel']
 
 
 def test_restore_files_manifests_and_verify(tmp_path):
