@@ -7,7 +7,7 @@ import os, sys
 import torch
 from restore_nb.core import set_seed
 from restore_nb.data import deblur_dataloaders
-from restore_nb.learn import deblur_learner, fit_run, to_distributed
+from restore_nb.learn import deblur_learner, fit_run, to_distributed, teardown_distributed
 set_seed(0)
 dls = deblur_dataloaders(size=32, bs=4, n_train=32, n_valid=8, kernel_size=9, device='cpu')
 learn = to_distributed(deblur_learner(dls, 'unrolled', layers=2, prior_width=4))
@@ -18,8 +18,9 @@ class Count(Callback):
         if self.training: n['batches'] += 1
 learn.add_cb(Count())
 with learn.no_bar(), learn.no_logging(): rec = fit_run(learn, sys.argv[1], epochs=2)
-s = sum(float(p.double().sum()) for p in learn.model.parameters())
+s = sum(float(p.detach().double().sum()) for p in learn.model.parameters())
 print(f"RANK {os.environ['RANK']} WORLD {os.environ['WORLD_SIZE']} BATCHES {n['batches']} SUM {s!r}", flush=True)
+teardown_distributed()
 """
 
 
