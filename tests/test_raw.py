@@ -33,6 +33,8 @@ def test_corrupt_and_unsupported_files(tmp_path):
     with pytest.raises(ValueError, match=r'y\.raf'): raw_to_rgb(tmp_path / 'y.raf')
     with pytest.raises(FileNotFoundError): load_raw(tmp_path / 'none.dng')
     with pytest.raises(ValueError, match='pattern'): write_dng(tmp_path / 'z.dng', torch.rand(8, 8), [[0, 1, 2], [1, 2, 0], [2, 0, 1]])
+    write_dng(tmp_path / 'small.dng', torch.rand(120, 120), Mosaic('XTRANS').pattern)      # LibRaw's X-Trans code fails under 512 px
+    with pytest.raises(ValueError, match=r'small\.dng.*at least 512x512'): raw_to_rgb(tmp_path / 'small.dng')
 
 
 def test_teachers_keep_the_measured_samples(tmp_path):
