@@ -100,3 +100,25 @@ def test_bench_deblur_quick(tmp_path):
     assert r.returncode == 0, r.stderr
     res = json.loads(out.read_text())
     assert {'speed', 'quality', 'training', 'kernel_error'} <= set(res) and out.with_suffix('.md').exists()
+
+
+def test_train_and_eval_demosaic(tmp_path):
+    """`restore-nb train demosaic` then `restore-nb eval demosaic --ckpt RUN --data DIR --cfa xtrans --noise S --json OUT`."""
+    from restore_nb.core import save_image
+    from restore_nb.data import ImageSource
+    data = tmp_path / 'test'; data.mkdir()
+    src = ImageSource('builtin')
+    for i in (0, 2): save_image(src[i][:, :72, :72], data / f'{src.names[i]}.png')
+    run_dir = tmp_path / 'runs' / 'dm'
+    r = run([EXE, 'train', 'demosaic', '--cfa', 'xtrans', '--noise', '0.02', '--epochs', '1', '--size', '24', '--bs', '4', '--out', run_dir], timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert 'restore-nb train demosaic' in r.stdout and (run_dir / 'run.json').exists()
+    out = tmp_path / 'eval.json'
+    r = run([EXE, 'eval', 'demosaic', '--ckpt', run_dir, '--data', data, '--cfa', 'xtrans', '--noise', '0.01', '--json', out])
+    assert r.returncode == 0, r.stderr
+    res = json.loads(out.read_text())
+    assert res['protocol']['cfa'] == 'XTRANS' and res['protocol']['noise'] == 0.01 and res['protocol']['images'] == 2
+    assert {'psnr', 'ssim', 'grid', 'seconds_per_mp'} <= set(res['metrics']) and 'sRGB' in res['protocol']['metric']
+    assert 'grid' in r.stdout and '(sRGB)' in r.stdout
+    r = run([EXE, 'eval', 'demosaic', '--ckpt', run_dir, '--data', data, '--cfa', 'quad'])
+    assert r.returncode == 2 and "cfa: expected 'bayer' or 'xtrans'" in r.stderr
