@@ -182,6 +182,8 @@ def demosaic_dataloaders(data='builtin', # 'builtin', a folder, a zip or 'scheme
                          torture: float = 0.0, # share of torture-pattern items in training
                          num_workers: int = 0, device=None):
     "fastai DataLoaders of (mosaic, masks, σ) → linear RGB, split by image; validation: fixed draws, natural images only."
+    if not 0 <= torture + (teacher_share if teacher else 0.0) <= 1:
+        raise ValueError(f"torture ({torture}) + teacher_share ({teacher_share if teacher else 0.0}): the shares of the mix must lie in [0, 1]")
     tr, va = ImageSource(data).split(valid_frac)
     train = DemosaicPairs(tr, cfa, n_train, size, seed, True, noise, naive_flips)
     parts = {'synthetic': (train, 1.0 - torture - (teacher_share if teacher else 0.0))}
@@ -306,6 +308,7 @@ def _bayer_name(pattern) -> str:
 def classical_method(name: str = 'menon'): # 'bilinear', 'malvar' or 'menon'
     "colour-demosaicing's Bayer demosaicers (bilinear, Malvar 2004, Menon 2007)."
     import colour_demosaicing as cd
+    if name not in ('bilinear', 'malvar', 'menon'): raise ValueError(f"name: expected 'bilinear', 'malvar' or 'menon', got {name!r}")
     fn = {'bilinear': cd.demosaicing_CFA_Bayer_bilinear, 'malvar': cd.demosaicing_CFA_Bayer_Malvar2004,
           'menon': cd.demosaicing_CFA_Bayer_Menon2007}[name]
     def f(y, pattern):

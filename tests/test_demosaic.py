@@ -121,6 +121,8 @@ def test_mixed_torture_and_teacher_items(tmp_path):
     assert np.allclose(freq, [0.5, 0.3, 0.2], atol=0.03)
     mix.set_epoch(2); assert nat.epoch == 2 and te.pairs.epoch == 2
     with pytest.raises(ValueError, match='share'): MixedPairs({'nat': (nat, -1.0)})
+    with pytest.raises(ValueError, match='shares of the mix'): demosaic_dataloaders(size=24, teacher=tmp_path, teacher_share=0.8, torture=0.3)
+    with pytest.raises(ValueError, match='menon'): classical_method('ahd')
     noisy = TeacherPairs(RawPairs(tmp_path, size=24, n=8), noise=0.02)
     y, m, s, x = noisy[0]
     assert float(s) == pytest.approx(0.02) and ((m * x).sum(0, keepdim=True) - y).std() > 0.005
