@@ -1,0 +1,101 @@
+"""restore_nb.streaming: RemoteZip over a real HTTP server on 127.0.0.1 (Range requests, faults, expiry), ByteCache."""
+import io, random, time, zipfile
+import pytest
+from restore_nb.streaming import RemoteZip, ByteCache, LoopbackServer, RemoteZipError, CorruptMember, RangeReader
+
+
+def make_zip(n=30, size=20_000, method=zipfile.ZIP_STORED, comment=b''):
+    rnd = random.Random(1)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, 'w', method) as z:
+        for i in range(n):
+            body = rnd.randbytes(size) if method == zipfile.ZIP_STORED else bytes(rnd.choice(b'abc') for _ in range(size))
+            z.writestr(f'images_{i // 10 + 1:03d}/images/{i:08d}_000.png', body)
+        z.comment = comment
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize('method', [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])
+@pytest.mark.parametrize('comment', [b'', b'x' * 5000])
+def test_reads_only_what_it_needs(tmp_path, method, comment):
+    blob = make_zip(method=method, comment=comment)
+    ref = zipfile.ZipFile(io.BytesIO(blob))
+    with LoopbackServer(blob) as srv:
+        rz = RemoteZip(srv.url(), cache=tmp_path / 'c', key='nih/1')
+        assert rz.namelist() == ref.namelist()
+        picked = rz.namelist()[3:8]
+        for n in picked: assert rz.read(n) == ref.read(n) and rz.open(n).read() == ref.read(n)
+        need = sum(ref.getinfo(n).compress_size for n in picked) + (len(blob) - ref.start_dir)
+        assert srv.bytes_sent == rz.stats.bytes <= 1.1 * need + (65536 + 22 if comment else 0)   # a long comment costs one 64 KiB tail read
+        assert rz.stats.requests == 2 + len(picked)                          # tail, directory (or a 64 KiB tail holding both), members
+        before, hits = srv.requests, rz.stats.cache_hits
+        for n in picked: rz.read(n)
+        assert srv.requests == before and rz.stats.cache_hits == hits + len(picked)
+    # a new session (server gone) reads from the persistent cache by key, the URL never matters
+    with LoopbackServer(blob) as srv2:
+        rz2 = RemoteZip(srv2.url(), cache=tmp_path / 'c', key='nih/1')
+        r0 = srv2.requests
+        assert rz2.read(picked[0]) == ref.read(picked[0]) and srv2.requests == r0
+
+
+def test_expired_urls_and_throttling_are_survived():
+    blob = make_zip()
+    with LoopbackServer(blob) as srv:
+        rz = RemoteZip(lambda: srv.url(), key='nih/1', backoff=0.01)
+        srv.expire(); srv.faults = [429, 500, 502]
+        name = rz.namelist()[0]
+        assert rz.read(name) == zipfile.ZipFile(io.BytesIO(blob)).read(name)
+        assert rz.stats.resolves == 2 and rz.stats.retries == 4
+        srv.faults = [503] * 5
+        with pytest.raises(RemoteZipError, match='gave up after 3 attempts') as e:
+            RemoteZip(srv.url(), retries=2, backoff=0.01)
+        assert 'token' not in str(e.value)                             # signed URLs never reach messages
+        srv.faults = []
+        with pytest.raises(RemoteZipError, match='HTTP 403'):            # a plain URL that expired: nothing to re-resolve
+            RemoteZip(srv.url(token=0), retries=0)
+
+
+def test_corrupt_and_truncated_archives(tmp_path):
+    blob = make_zip()
+    ref = zipfile.ZipFile(io.BytesIO(blob))
+    bad = bytearray(blob)
+    info = ref.getinfo(ref.namelist()[4]); bad[info.header_offset + 100] ^= 0xFF
+    with LoopbackServer(bytes(bad)) as srv:
+        rz = RemoteZip(srv.url(), cache=tmp_path / 'c')
+        with pytest.raises(CorruptMember, match='CRC'): rz.read(info.filename)
+        assert len(ByteCache(tmp_path / 'c')) == 0                      # nothing bad was cached
+        assert rz.read(ref.namelist()[5]) == ref.read(ref.namelist()[5])  # the rest of the archive still reads
+    with LoopbackServer(blob[:len(blob) // 2]) as srv:
+        with pytest.raises(RemoteZipError, match='not a zip'): RemoteZip(srv.url())
+    with pytest.raises(ValueError, match='stable key'): RemoteZip(lambda: 'http://x/y.zip')
+    with pytest.raises(ValueError, match='http'): RangeReader('ftp://x/y.zip')
+
+
+def test_full_download_fallback_and_local_zip_behave_the_same(tmp_path):
+    blob = make_zip()
+    (tmp_path / 'a.zip').write_bytes(blob)
+    ref = zipfile.ZipFile(io.BytesIO(blob))
+    with LoopbackServer(blob, ranges=False) as srv:
+        rz = RemoteZip(srv.url(), cache=tmp_path / 'c', key='nih/1')
+        assert list((tmp_path / 'c' / 'archives').glob('*.zip'))           # downloaded once, into the cache folder
+        n0 = srv.requests
+        rz2 = RemoteZip(srv.url(), cache=tmp_path / 'c', key='nih/1')
+        assert srv.requests == n0 + 1                                      # the probe only; the archive is reused
+    local = RemoteZip(tmp_path / 'a.zip')
+    for z in (rz, rz2, local):
+        assert z.namelist() == ref.namelist() and z.read(ref.namelist()[7]) == ref.read(ref.namelist()[7])
+    with pytest.raises(FileNotFoundError): RemoteZip(tmp_path / 'missing.zip')
+
+
+def test_byte_cache_lru_atomic_and_safe(tmp_path):
+    c = ByteCache(tmp_path, max_bytes=300)
+    for k in ('a', 'b', 'c'):
+        c.put(k, k.encode() * 100); time.sleep(0.02)
+    c.get('a'); time.sleep(0.02)
+    c.put('d', b'd' * 100)                                              # evicts b, the least recently used
+    assert [c.get(k) is not None for k in 'abcd'] == [True, False, True, True] and c.nbytes == 300
+    c.put('../../../escape', b'x')
+    assert all(p.resolve().is_relative_to(tmp_path.resolve()) for p in tmp_path.rglob('*'))
+    assert not [p for p in tmp_path.rglob('.*') if p.is_file()]          # no temporary files left behind
+    c.put('huge', b'h' * 301); assert c.get('huge') is None              # larger than the cache: not kept
+    with pytest.raises(ValueError, match='max_bytes'): ByteCache(tmp_path, 0)
