@@ -99,3 +99,64 @@ def test_byte_cache_lru_atomic_and_safe(tmp_path):
     assert not [p for p in tmp_path.rglob('.*') if p.is_file()]          # no temporary files left behind
     c.put('huge', b'h' * 301); assert c.get('huge') is None              # larger than the cache: not kept
     with pytest.raises(ValueError, match='max_bytes'): ByteCache(tmp_path, 0)
+
+
+def test_kaggle_credentials_order(tmp_path, monkeypatch):
+    from restore_nb.streaming import kaggle_credentials
+    for k in ('KAGGLE_API_TOKEN', 'KAGGLE_USERNAME', 'KAGGLE_KEY'): monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv('KAGGLE_CONFIG_DIR', str(tmp_path))
+    with pytest.raises(RemoteZipError, match='KAGGLE_API_TOKEN.*kaggle.json.*Colab secrets'): kaggle_credentials()
+    (tmp_path / 'kaggle.json').write_text('{"username": "u", "key": "k"}')
+    assert kaggle_credentials() == {'auth': ('u', 'k')}
+    monkeypatch.setenv('KAGGLE_USERNAME', 'eu'); monkeypatch.setenv('KAGGLE_KEY', 'ek')
+    assert kaggle_credentials() == {'auth': ('eu', 'ek')}
+    monkeypatch.setenv('KAGGLE_API_TOKEN', 'tok')
+    assert kaggle_credentials() == {'headers': {'Authorization': 'Bearer tok'}}
+    (tmp_path / 'kaggle.json').write_text('{oops')
+    monkeypatch.delenv('KAGGLE_API_TOKEN'); monkeypatch.delenv('KAGGLE_USERNAME')
+    with pytest.raises(RemoteZipError, match='not valid JSON'): kaggle_credentials()
+
+
+def test_kaggle_source_end_to_end(tmp_path, monkeypatch):
+    """ImageSource('kaggle:OWNER/DATASET/PATH'): a fake Kaggle API redirects to a signed URL on the loopback server,
+    which expires mid-run; a damaged member is skipped and counted."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from restore_nb.core import save_image, sample_images
+    from restore_nb.data import ImageSource
+    from restore_nb import streaming
+    imgs = sample_images(['astronaut', 'coffee', 'chelsea', 'rocket'], size=48)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, 'w') as z:
+        for n, im in imgs.items():
+            save_image(im, tmp_path / f'{n}.png'); z.write(tmp_path / f'{n}.png', f'images_001/images/{n}.png')
+        z.writestr('Data_Entry_2017.csv', 'Image Index,Finding Labels\n')
+    data = bytearray(buf.getvalue())
+    off = zipfile.ZipFile(io.BytesIO(bytes(data))).getinfo('images_001/images/coffee.png').header_offset
+    data[off + 90] ^= 0xFF
+    calls = []
+    with LoopbackServer(bytes(data)) as srv:
+        class Api(BaseHTTPRequestHandler):
+            def log_message(self, *a): pass
+            def do_GET(self):
+                calls.append((self.path, self.headers.get('Authorization')))
+                self.send_response(302); self.send_header('Location', srv.url()); self.send_header('Content-Length', '0'); self.end_headers()
+        api = ThreadingHTTPServer(('127.0.0.1', 0), Api)
+        threading.Thread(target=api.serve_forever, daemon=True).start()
+        try:
+            monkeypatch.setenv('RESTORE_NB_KAGGLE_API', f'http://127.0.0.1:{api.server_address[1]}/api/v1')
+            monkeypatch.setenv('KAGGLE_API_TOKEN', 'tok')
+            monkeypatch.setenv('RESTORE_NB_HOME', str(tmp_path / 'home'))
+            src = ImageSource('kaggle:nih-chest-xrays/data/images_001/')
+            assert src.names == [f'images_001/images/{n}' for n in imgs]          # archive order, CSV outside PATH left out
+            assert calls == [('/api/v1/datasets/download/nih-chest-xrays/data', 'Bearer tok')]
+            srv.expire()                                              # the signed URL expires: the next read resolves again
+            before = streaming.skipped()
+            out = [src[i] for i in range(len(src))]
+            assert len(calls) == 2 and streaming.skipped() == before + 1   # coffee skipped, its neighbour returned instead
+            assert all(o.shape == (3, 48, 48) for o in out)
+            assert any((tmp_path / 'home' / 'streaming').rglob('*'))         # members cached under the persistent folder
+        finally:
+            api.shutdown(); api.server_close()
+            streaming._HANDLES.clear()
+    with pytest.raises(ValueError, match='OWNER/DATASET'): streaming.KaggleURL('just-a-name')
