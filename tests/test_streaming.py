@@ -160,3 +160,48 @@ def test_kaggle_source_end_to_end(tmp_path, monkeypatch):
             api.shutdown(); api.server_close()
             streaming._HANDLES.clear()
     with pytest.raises(ValueError, match='OWNER/DATASET'): streaming.KaggleURL('just-a-name')
+
+
+def _nih_tree(root):
+    from restore_nb.core import save_image, sample_images
+    gray = list(sample_images(['camera', 'moon', 'coins'], size=24, mode='gray').values())
+    rows, tv, te = [], [], []
+    for k in range(30):
+        img = f'{k:08d}_000.png'
+        save_image(gray[k % 3], root / f'images_{k // 10 + 1:03d}/images/{img}')
+        rows.append(f"{img},{'No Finding' if k % 3 else 'Mass|Nodule'},0,{k // 3},40,F,{'AP' if k % 5 == 0 else 'PA'},2500,2048,0.14,0.14,")
+        (te if k >= 24 else tv).append(img)
+    (root / 'Data_Entry_2017.csv').write_text('Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,'
+                                              'OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y],\n' + '\n'.join(rows) + '\n')
+    (root / 'train_val_list.txt').write_text('\n'.join(tv)); (root / 'test_list.txt').write_text('\n'.join(te))
+
+
+def test_nih_layout_from_a_folder_and_over_http(tmp_path, monkeypatch):
+    from restore_nb.streaming import NIHChestXray, read_nih_entries
+    from restore_nb import streaming
+    _nih_tree(tmp_path / 'nih')
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, 'w') as z:
+        for p in sorted((tmp_path / 'nih').rglob('*')):
+            if p.is_file(): z.write(p, p.relative_to(tmp_path / 'nih').as_posix())
+    monkeypatch.setenv('RESTORE_NB_HOME', str(tmp_path / 'home'))
+    with LoopbackServer(buf.getvalue()) as srv:
+        try:
+            results = []
+            for src in (tmp_path / 'nih', srv.url()):
+                nih = NIHChestXray(src, views=('PA', 'AP'), valid_frac=0.25)
+                tr, va = nih.train(); ts, table = nih.test()
+                t = nih.table.set_index('image')
+                pat = lambda s: {t.loc[n.rsplit('/', 1)[-1] + '.png', 'patient'] for n in s.names}
+                assert not pat(tr) & pat(va) and not pat(tr) & pat(ts)                  # patient-wise
+                assert all(t.loc[n.rsplit('/', 1)[-1] + '.png', 'healthy'] for n in tr.names + va.names)
+                assert table['anomalous'].tolist() == [not h for h in table['healthy']] and table['anomalous'].any()
+                assert tr[0].shape == (1, 24, 24)
+                results.append((tr.names, va.names, ts.names))
+            assert results[0] == results[1]                                        # folder and remote zip agree
+            pa = NIHChestXray(tmp_path / 'nih')                                    # default: PA only
+            assert set(pa.test()[1]['view']) == {'PA'}
+        finally: streaming._HANDLES.clear()
+    with pytest.raises(ValueError, match='missing columns'): read_nih_entries(b'a,b\n1,2\n')
+    with pytest.raises(FileNotFoundError, match='test_list.txt'):
+        (tmp_path / 'nih' / 'test_list.txt').unlink(); NIHChestXray(tmp_path / 'nih')
