@@ -40,22 +40,29 @@ def _zip_handle(path: Path):
     return _ZIPS[key]
 _ZIPS: dict = {}
 
-def _zip_load(path: Path, member: str, mode):
-    "Decode one archive member (module-level, so DataLoader workers started by 'spawn' can pickle it)."
+def _decode_bytes(data: bytes, member: str, mode, label: str | None = None):
+    "Decode an image file's bytes (format from the member's suffix); errors name `label` (default: the member), not the temporary file."
     import tempfile
-    data = _zip_handle(path).read(member)
     with tempfile.NamedTemporaryFile(suffix=Path(member).suffix) as f:   # load_image handles every format from a file
         f.write(data); f.flush()
         try: return load_image(f.name, mode=mode)
-        except Exception as e: raise type(e)(str(e).replace(f.name, f'{path}:{member}')) from e
+        except Exception as e: raise type(e)(str(e).replace(f.name, label or member)) from e
+
+def _zip_load(path: Path, member: str, mode):
+    "Decode one archive member (module-level, so DataLoader workers started by 'spawn' can pickle it)."
+    return _decode_bytes(_zip_handle(path).read(member), member, mode, f'{path}:{member}')
 
 def _builtin_load(name: str, mode): return sample_images(name, mode=mode)[name]
+
+def _image_members(names) -> list[str]:
+    "The image members of an archive listing, in listing order: known suffixes, no hidden files, no __MACOSX folder."
+    return [m for m in names if Path(m).suffix.lower() in IMAGE_EXTS and not Path(m).name.startswith('.') and '__MACOSX' not in m]
 
 def _zip_items(path: Path, mode):
     import zipfile
     try: names = _zip_handle(path).namelist()
     except zipfile.BadZipFile as e: raise ValueError(f"ImageSource: {path} is not a readable zip file ({e})") from e
-    members = sorted(m for m in names if Path(m).suffix.lower() in IMAGE_EXTS and not Path(m).name.startswith('.') and '__MACOSX' not in m)
+    members = sorted(_image_members(names))
     return [(str(Path(m).with_suffix('')), partial(_zip_load, path, m, mode)) for m in members]
 
 def _folder_items(root: Path, mode):

@@ -142,13 +142,16 @@ def camera_noise(y: Tensor, # linear mosaic
     if sigma <= 0: return y
     return y + torch.sqrt(sigma * y.clamp_min(0) + sigma ** 2) * torch.randn(y.shape, generator=g).to(y)
 
-def _sample(clean: Tensor, g: torch.Generator, cfas: list[str], noise: tuple, pattern=None):
-    "Mosaic a linear crop through one of `cfas` at a random phase (or through `pattern`), with camera noise σ ~ U(noise)."
-    if pattern is None:
-        name = cfas[int(torch.randint(0, len(cfas), (1,), generator=g))]
-        pattern = Mosaic(name, phase=torch.randint(0, len(_CFA[name]), (2,), generator=g).tolist()).pattern
+def _draw_sigma(noise: tuple, g: torch.Generator) -> float:
+    "σ ~ U(lo, hi) for a (lo, hi) noise range."
     lo, hi = noise
-    s = lo + (hi - lo) * float(torch.rand(1, generator=g))
+    return lo + (hi - lo) * float(torch.rand(1, generator=g))
+
+def _sample(clean: Tensor, g: torch.Generator, cfas: list[str], noise: tuple):
+    "Mosaic a linear crop through one of `cfas` at a random phase, with camera noise σ ~ U(noise)."
+    name = cfas[int(torch.randint(0, len(cfas), (1,), generator=g))]
+    pattern = Mosaic(name, phase=torch.randint(0, len(_CFA[name]), (2,), generator=g).tolist()).pattern
+    s = _draw_sigma(noise, g)
     return camera_noise(mosaic_with(clean, pattern), s, g), pattern, s
 
 class DemosaicPairs(OnTheFly):
@@ -182,11 +185,12 @@ def demosaic_dataloaders(data='builtin', # 'builtin', a folder, a zip or 'scheme
                          torture: float = 0.0, # share of torture-pattern items in training
                          num_workers: int = 0, device=None):
     "fastai DataLoaders of (mosaic, masks, σ) → linear RGB, split by image; validation: fixed draws, natural images only."
-    if not 0 <= torture + (teacher_share if teacher else 0.0) <= 1:
-        raise ValueError(f"torture ({torture}) + teacher_share ({teacher_share if teacher else 0.0}): the shares of the mix must lie in [0, 1]")
+    t_share = teacher_share if teacher else 0.0
+    if not 0 <= torture + t_share <= 1:
+        raise ValueError(f"torture ({torture}) + teacher_share ({t_share}): the shares of the mix must lie in [0, 1]")
     tr, va = ImageSource(data).split(valid_frac)
     train = DemosaicPairs(tr, cfa, n_train, size, seed, True, noise, naive_flips)
-    parts = {'synthetic': (train, 1.0 - torture - (teacher_share if teacher else 0.0))}
+    parts = {'synthetic': (train, 1.0 - torture - t_share)}
     if teacher: parts['teacher'] = (TeacherPairs(RawPairs(teacher, size, n_train, downsample=teacher_downsample, seed=seed), noise), teacher_share)
     if torture: parts['torture'] = (TorturePairs(cfa, n_train, size, seed, noise=noise), torture)
     if len(parts) > 1: train = MixedPairs(parts, n_train, seed)
@@ -220,8 +224,7 @@ class TeacherPairs(torch.utils.data.Dataset):
         from restore_nb.data import item_generator
         y, rgb, pat = self.pairs.item(i)
         g = item_generator(self.pairs.seed + 7, self.pairs.epoch if self.pairs.train else -1, i)
-        lo, hi = self.noise
-        s = lo + (hi - lo) * float(torch.rand(1, generator=g))
+        s = _draw_sigma(self.noise, g)
         y = camera_noise(y, s, g)
         return y, cfa_masks(pat, *y.shape[-2:]), torch.tensor(s), rgb
 
@@ -377,9 +380,7 @@ def evaluate_demosaic(method, # a function (mosaic, pattern) -> linear RGB, or a
         x = x[:, :x.shape[1] - x.shape[1] % 6, :x.shape[2] - x.shape[2] % 6][None]
         lin = to_linear(x)
         y = mosaic_with(lin, pat)
-        if noise > 0:
-            g = torch.Generator().manual_seed(seed * 1009 + i)
-            y = y + torch.sqrt(noise * y + noise ** 2) * torch.randn(y.shape, generator=g)
+        y = camera_noise(y, noise, torch.Generator().manual_seed(seed * 1009 + i))
         t0 = time.perf_counter()
         out = method(y, pat)
         secs += time.perf_counter() - t0; pixels += y.numel()

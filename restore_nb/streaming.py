@@ -364,19 +364,12 @@ def skipped(src: str | None = None) -> int:
     "How many members were skipped as corrupt or undecodable (for one source, or all)."
     return sum(v for k, v in _SKIPPED.items() if src is None or k == src)
 
-def _decode(data: bytes, member: str, mode):
-    import tempfile
-    from restore_nb.core import load_image
-    with tempfile.NamedTemporaryFile(suffix=Path(member).suffix) as f:
-        f.write(data); f.flush()
-        return load_image(f.name, mode=mode)
-
 def _remote_load(src: str, members: tuple, i: int, mode, tries: int = 8):
     "Decode member i of `members`; a corrupt or undecodable one is logged, counted and replaced by the next."
     rz = _open_remote(src)
     for j in range(tries):
         m = members[(i + j) % len(members)]
-        try: return _decode(rz.read(m), m, mode)
+        try: return _decode_bytes(rz.read(m), m, mode)
         except Exception as e:                                       # CorruptMember, or an image decoder's error
             if isinstance(e, RemoteZipError) and not isinstance(e, CorruptMember): raise
             _SKIPPED[src] = _SKIPPED.get(src, 0) + 1
@@ -387,26 +380,24 @@ def remote_items(src: str, # 'kaggle:OWNER/DATASET' or an http(s) URL
                  mode=None, prefix: str = '') -> list:
     "(name, loader) pairs for the images of a remote archive (members under `prefix`), in archive order."
     from functools import partial
-    from restore_nb.data import IMAGE_EXTS
-    rz = _open_remote(src)
-    members = tuple(m for m in rz.namelist() if m.startswith(prefix) and Path(m).suffix.lower() in IMAGE_EXTS
-                    and not Path(m).name.startswith('.') and '__MACOSX' not in m)
+    members = tuple(m for m in _image_members(_open_remote(src).namelist()) if m.startswith(prefix))
     return [(str(Path(m).with_suffix('')), partial(_remote_load, src, members, i, mode)) for i, m in enumerate(members)]
 
-def _kaggle_source(spec: str, mode):
-    parts = spec.strip('/').split('/')
-    return remote_items('kaggle:' + '/'.join(parts[:2]), mode, '/'.join(parts[2:]))
+def _split_source(src: str) -> tuple[str, str]:
+    "(archive, member prefix) of 'kaggle:OWNER/DATASET[/PATH]' or 'URL[#PATH]'; the archive is what `_open_remote` opens."
+    if src.startswith('kaggle:'):
+        parts = src[len('kaggle:'):].strip('/').split('/')
+        return 'kaggle:' + '/'.join(parts[:2]), '/'.join(parts[2:])
+    url, _, prefix = src.partition('#')
+    return url, prefix
 
-def _http_source(scheme):
-    def f(spec: str, mode):
-        url, _, prefix = f'{scheme}:{spec}'.partition('#')
-        return remote_items(url, mode, prefix)
-    return f
+def _source(spec: str, mode, scheme: str):
+    archive, prefix = _split_source(f'{scheme}:{spec}')
+    return remote_items(archive, mode, prefix)
 
-from .data import register_source
-register_source('kaggle', _kaggle_source)
-register_source('http', _http_source('http'))
-register_source('https', _http_source('https'))
+from functools import partial
+from .data import register_source, _decode_bytes, _image_members
+for _scheme in ('kaggle', 'http', 'https'): register_source(_scheme, partial(_source, scheme=_scheme))
 
 # %% ../nbs/08_streaming.ipynb #10baf8f8
 _NIH_COLUMNS = {'Image Index': 'image', 'Finding Labels': 'labels', 'Follow-up #': 'follow_up', 'Patient ID': 'patient',
@@ -432,7 +423,7 @@ def _read_member(src: str, name: str) -> bytes:
         hits = sorted(p.rglob(name))
         if not hits: raise FileNotFoundError(f"{src}: {name} not found")
         return hits[0].read_bytes()
-    z = RemoteZip(p) if p.is_file() else _open_remote(src.split('#')[0] if src.startswith('http') else 'kaggle:' + '/'.join(src[7:].strip('/').split('/')[:2]))
+    z = RemoteZip(p) if p.is_file() else _open_remote(_split_source(src)[0])
     hits = [m for m in z.namelist() if m.rsplit('/', 1)[-1] == name]
     if not hits: raise FileNotFoundError(f"{src}: {name} not found in the archive")
     return z.read(hits[0])
