@@ -52,3 +52,13 @@ def test_colab_train_notebook_disconnects_and_resumes_locally(tmp_path):
     assert len(runs) == 1
     rec = json.loads((runs[0] / 'run.json').read_text())
     assert rec['status'] == 'finished' and rec['epochs'] == 4 and (runs[0] / 'model.safetensors').exists()
+
+
+def test_colab_imgae_dx_notebook_runs_locally(tmp_path):
+    "colab/02_imgae_dx: without Kaggle credentials it trains both models on an NIH-layout stand-in and evaluates them."
+    import json
+    execute(ROOT / 'colab' / '02_imgae_dx.ipynb', env={'RESTORE_NB_HOME': str(tmp_path), 'KAGGLE_CONFIG_DIR': str(tmp_path / 'nokaggle'),
+                                                       'KAGGLE_API_TOKEN': '', 'KAGGLE_USERNAME': '', 'KAGGLE_KEY': ''})
+    runs = sorted((tmp_path / 'runs').glob('v2.*_imgae_*'))
+    assert [r.name.split('_', 1)[1] for r in runs] == ['imgae_unet', 'imgae_ra'] or len(runs) == 2
+    for r in runs: assert json.loads((r / 'run.json').read_text())['status'] == 'finished'
