@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['SSIM_WINDOW', 'VGG16_LAYERS', 'LOSSES', 'DEMOSAIC_WEIGHTS', 'rgb_to_y', 'psnr', 'ssim', 'hub_checkpoint_dir', 'LPIPS',
-           'lpips_distance', 'auroc', 'L1Loss', 'MSELoss', 'SSIMLoss', 'GradientLoss', 'rgb_to_cbcr', 'ChromaLoss',
-           'PerceptualLoss', 'KernelLoss', 'CombinedLoss', 'psnr_metric', 'ssim_metric']
+__all__ = ['SSIM_WINDOW', 'VGG16_LAYERS', 'LOSSES', 'DEMOSAIC_WEIGHTS', 'PSNR_METRIC_CAP', 'rgb_to_y', 'psnr', 'ssim',
+           'hub_checkpoint_dir', 'LPIPS', 'lpips_distance', 'auroc', 'L1Loss', 'MSELoss', 'SSIMLoss', 'GradientLoss',
+           'rgb_to_cbcr', 'ChromaLoss', 'PerceptualLoss', 'KernelLoss', 'CombinedLoss', 'psnr_metric', 'ssim_metric']
 
 # %% ../nbs/03_metrics.ipynb #9770fbd7
 _REDUCTIONS = ('mean', 'sum', 'none')
@@ -432,11 +432,13 @@ class CombinedLoss(nn.Module):
     def extra_repr(self): return ', '.join(f'{k}={w:g}' for k, w in self.weights.items())
 
 # %% ../nbs/03_metrics.ipynb #c524c95c
+PSNR_METRIC_CAP = 100.0   # dB: one exactly reconstructed image (a flat crop) would otherwise make the epoch average inf
+
 def psnr_metric(pred: Tensor, # network output `(B,C,H,W)`, clipped to [0, 1]
                 targ: Tensor, # target images in [0, 1]
                ) -> Tensor:
-    "fastai metric: mean RGB PSNR (dB) over the batch."
-    return psnr(pred.clamp(0, 1), targ)
+    "fastai metric: mean RGB PSNR (dB) over the batch, each image capped at `PSNR_METRIC_CAP` dB."
+    return psnr(pred.clamp(0, 1), targ, reduction='none').clamp(max=PSNR_METRIC_CAP).mean()
 
 def ssim_metric(pred: Tensor, # network output `(B,C,H,W)`, clipped to [0, 1]
                 targ: Tensor, # target images in [0, 1]
