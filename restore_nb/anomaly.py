@@ -19,7 +19,7 @@ from torch import Tensor
 from .core import write_json, sample_images, save_image
 from .data import ImageSource, OnTheFly, make_dataloaders, item_generator, random_crop
 from .deconv import UNet, UNetConfig, count_parameters
-from .metrics import auroc, ssim, SSIMLoss, PerceptualLoss, psnr_metric, ssim_metric
+from .metrics import auroc, CombinedLoss, PerceptualLoss, psnr_metric, ssim_metric
 
 # %% auto #0
 __all__ = ['ANOMALY_MODELS', 'SYNTH_KINDS', 'ERROR_MAPS', 'REDUCTIONS', 'NIH_FINDINGS', 'anomaly_unet', 'ReversedAEConfig',
@@ -244,15 +244,26 @@ def pr_curve(scores, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def average_precision(scores, labels) -> float:
     "AP = Σ (R_n − R_{n−1}) P_n (no interpolation; scikit-learn's definition)."
-    p, r, _ = pr_curve(scores, labels)
-    return float(np.sum(np.diff(np.r_[0, r]) * p))
+    return _ap(*pr_curve(scores, labels)[:2])
+
+def _ap(p, r) -> float: return float(np.sum(np.diff(np.r_[0, r]) * p))
 
 def _point_metrics(s, l) -> dict:
     fpr, tpr, _ = roc_curve(s, l)
     p, r, _ = pr_curve(s, l)
     f1 = np.where(p + r > 0, 2 * p * r / np.maximum(p + r, 1e-12), 0)
-    return dict(auroc=auroc(s, l), ap=float(np.sum(np.diff(np.r_[0, r]) * p)), f1_max=float(f1.max()),
+    return dict(auroc=auroc(s, l), ap=_ap(p, r), f1_max=float(f1.max()),
                 sens_at_95spec=float(tpr[fpr <= 0.05].max()))
+
+def _stratified_resamples(l: np.ndarray, n_boot: int, seed: int):
+    "Index arrays of stratified bootstrap resamples: anomalous and normal images drawn separately, with replacement."
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(l == 1), np.flatnonzero(l == 0)
+    for _ in range(n_boot): yield np.r_[rng.choice(pos, len(pos)), rng.choice(neg, len(neg))]
+
+def _interval(v, level: float) -> list:
+    q = (1 - level) / 2
+    return [float(np.quantile(v, q)), float(np.quantile(v, 1 - q))]
 
 def detection_metrics(scores, # anomaly scores (higher = more anomalous)
                       labels, # 1 anomalous, 0 normal
@@ -266,16 +277,8 @@ def detection_metrics(scores, # anomaly scores (higher = more anomalous)
     out = _point_metrics(s, l)
     out.update(n_anomalous=int(l.sum()), n_normal=int((1 - l).sum()))
     if n_boot:
-        rng = np.random.default_rng(seed)
-        pos, neg = np.flatnonzero(l == 1), np.flatnonzero(l == 0)
-        draws = []
-        for _ in range(n_boot):
-            idx = np.r_[rng.choice(pos, len(pos)), rng.choice(neg, len(neg))]
-            draws.append(_point_metrics(s[idx], l[idx]))
-        a = (1 - level) / 2
-        for k in ('auroc', 'ap', 'f1_max', 'sens_at_95spec'):
-            v = np.array([d[k] for d in draws])
-            out[f'{k}_ci'] = [float(np.quantile(v, a)), float(np.quantile(v, 1 - a))]
+        draws = [_point_metrics(s[i], l[i]) for i in _stratified_resamples(l, n_boot, seed)]
+        for k in ('auroc', 'ap', 'f1_max', 'sens_at_95spec'): out[f'{k}_ci'] = _interval([d[k] for d in draws], level)
     return out
 
 def compare_auroc(scores_a, scores_b, # two detectors' scores on the same images
@@ -283,15 +286,8 @@ def compare_auroc(scores_a, scores_b, # two detectors' scores on the same images
     "AUROC(a) − AUROC(b) with a paired stratified-bootstrap interval (both detectors see the same resamples)."
     a, b, l = (np.asarray(v, dtype=np.float64) for v in (scores_a, scores_b, labels))
     l = l.astype(int)
-    d = auroc(a, l) - auroc(b, l)
-    rng = np.random.default_rng(seed)
-    pos, neg = np.flatnonzero(l == 1), np.flatnonzero(l == 0)
-    ds = []
-    for _ in range(n_boot):
-        i = np.r_[rng.choice(pos, len(pos)), rng.choice(neg, len(neg))]
-        ds.append(auroc(a[i], l[i]) - auroc(b[i], l[i]))
-    q = (1 - level) / 2
-    return dict(difference=float(d), ci=[float(np.quantile(ds, q)), float(np.quantile(ds, 1 - q))], p_not_better=float(np.mean(np.array(ds) <= 0)))
+    ds = np.array([auroc(a[i], l[i]) - auroc(b[i], l[i]) for i in _stratified_resamples(l, n_boot, seed)])
+    return dict(difference=float(auroc(a, l) - auroc(b, l)), ci=_interval(ds, level), p_not_better=float(np.mean(ds <= 0)))
 
 def group_auroc(scores, # anomaly scores
                 labels, # 1 anomalous, 0 normal
@@ -313,10 +309,6 @@ def group_auroc(scores, # anomaly scores
     return rows
 
 # %% ../nbs/09_anomaly.ipynb #b1516ec8
-class _L1SSIM(nn.Module):
-    def __init__(self, w: float = 0.2): super().__init__(); self.w, self.ssim = w, SSIMLoss()
-    def forward(self, p, t): return (p - t).abs().mean() + self.w * self.ssim(p, t)
-
 def anomaly_learner(dls, # from `anomaly_dataloaders`
                     model: str | nn.Module = 'ra', # 'unet', 'ra' or a module mapping x to its reconstruction
                     loss: str = 'l1', # 'l1', 'l2' or 'l1+ssim'
@@ -330,16 +322,16 @@ def anomaly_learner(dls, # from `anomaly_dataloaders`
         if model not in ANOMALY_MODELS: raise ValueError(f"model: expected one of {sorted(ANOMALY_MODELS)} or an nn.Module, got {model!r}")
         config.setdefault('channels', dls.train.dataset[0][1].shape[0])
         model = ANOMALY_MODELS[model](**config)
-    losses = {'l1': nn.L1Loss, 'l2': nn.MSELoss, 'l1+ssim': _L1SSIM}
+    losses = {'l1': nn.L1Loss, 'l2': nn.MSELoss, 'l1+ssim': lambda: CombinedLoss(l1=1.0, ssim=0.2)}
     if loss not in losses: raise ValueError(f"loss: expected one of {sorted(losses)}, got {loss!r}")
     return task_learner(dls, model, losses[loss](), metrics=(psnr_metric, ssim_metric), lr=lr, cbs=cbs, clip=clip, ema=ema)
 
 # %% ../nbs/09_anomaly.ipynb #ca9296f7
 def nih_layout(data) -> bool:
     "Whether `data` (folder, zip, URL or kaggle:) holds the NIH ChestX-ray14 label table."
-    from restore_nb.streaming import _read_member
+    from restore_nb.streaming import _find_member
     if str(data) == 'builtin': return False
-    try: _read_member(str(data), 'Data_Entry_2017.csv'); return True
+    try: _find_member(str(data), 'Data_Entry_2017.csv'); return True              # looked up, not read: NIHChestXray reads it
     except (FileNotFoundError, KeyError): return False
     except Exception as e:
         if Path(str(data)).exists(): return False                            # a local source that is just not a zip

@@ -429,17 +429,21 @@ def read_nih_entries(csv) -> 'pd.DataFrame':
     df['healthy'] = df['labels'].map(lambda l: l == ['No Finding'])
     return df
 
-def _read_member(src: str, name: str) -> bytes:
-    "A metadata file of a layout: from a folder, a local zip or a remote archive (searched by file name)."
+def _find_member(src: str, name: str) -> Callable[[], bytes]:
+    "Find a layout's metadata file by name in a folder, a local zip or a remote archive; returns its reader (nothing read yet)."
     p = Path(src)
     if p.is_dir():
         hits = sorted(p.rglob(name))
         if not hits: raise FileNotFoundError(f"{src}: {name} not found")
-        return hits[0].read_bytes()
+        return hits[0].read_bytes
     z = RemoteZip(p) if p.is_file() else _open_remote(_split_source(src)[0])
     hits = [m for m in z.namelist() if m.rsplit('/', 1)[-1] == name]
     if not hits: raise FileNotFoundError(f"{src}: {name} not found in the archive")
-    return z.read(hits[0])
+    return partial(z.read, hits[0])
+
+def _read_member(src: str, name: str) -> bytes:
+    "A metadata file of a layout: from a folder, a local zip or a remote archive (searched by file name)."
+    return _find_member(src, name)()
 
 class NIHChestXray:
     "NIH ChestX-ray14 from any source: healthy training/validation images split by patient, labelled test images."
