@@ -168,7 +168,7 @@ def train(task: str, # what to train: deblur | demosaic | anomaly | vae
           schedule: str = 'constant', # vae: β schedule: constant | linear | cyclical
           free_bits: float = 0.0, # vae: free nats per latent dimension (0: off)
           latent: str = 'vector', # vae: vector | spatial
-          zdim: int = 512, # vae: latent dimensions (vector) or channels (spatial)
+          zdim: int = None, # vae: latent dimensions (vector, default 512) or channels (spatial, default 8)
           lr: float = 2e-3, # max learning rate of the one-cycle schedule
           ema: float = None, # EMA decay of the weights (e.g. 0.999)
           clip: float = None, # gradient clipping norm
@@ -208,7 +208,7 @@ def train(task: str, # what to train: deblur | demosaic | anomaly | vae
         loss = loss or 'l1'
         cfg.update(model='VAE', loss=loss, beta=beta, schedule=schedule, free_bits=free_bits, latent=latent, zdim=zdim)
         dls = vae_dataloaders(data, size=size, bs=bs, seed=seed, num_workers=workers, device=device)
-        zkw = dict(z_dim=zdim) if latent == 'vector' else dict(z_channels=zdim)
+        zkw = dict(z_dim=zdim or 512) if latent == 'vector' else dict(z_channels=zdim or 8)
         learn = vae_learner(dls, loss, beta, schedule, free_bits, lr=lr, ema=ema, clip=clip, latent=latent, **zkw,
                             diagnostics=VAEDiagnostics(path=run/'diagnostics.json' if rank_distrib() == 0 else None), cbs=cbs())
         monitor = 'psnr_metric'

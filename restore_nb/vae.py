@@ -533,7 +533,7 @@ def diagnose(history, # VAEDiagnostics, Learner, {'setup','epochs'}, list of row
     beta_elbo = (2 * last['mse'] if mse_only else last['l1']) / last['pixels']
     beta_ratio = beta / beta_elbo if beta_elbo > 0 else math.inf
     new_beta = _decade_below(beta, beta_elbo) if beta > 0 else 0.0
-    lower = (f"lower β from {_fmt_beta(beta)} to {_fmt_beta(new_beta)} (beta={_fmt_beta(new_beta)}): β is {beta_ratio:.0f}× the "
+    lower = (f"lower β from {_fmt_beta(beta)} to {_fmt_beta(new_beta)} (beta={_fmt_beta(new_beta)}): β is {beta_ratio:.3g}× the "
              f"ELBO-equivalent β = {'2·mean(e²)' if mse_only else 'mean|e|'}/P = {beta_elbo:.1e}")
     ev = dict(epoch=last['epoch'], psnr=round(last['psnr'], 2), ssim=round(last['ssim'], 3), kl=round(kl, 2), active=au, latent_dims=D,
               mi=round(mi, 3), mi_max=round(last['mi_max'], 2), sharpness=round(last['sharpness'], 3),
@@ -543,8 +543,11 @@ def diagnose(history, # VAEDiagnostics, Learner, {'setup','epochs'}, list of row
     weak = au > 0 and kl / au < r['unit_rate'] and beta_ratio > r['beta_ratio']
     collapsed = au < r['active_frac'] * D or mi < r['mi'] or weak
     if collapsed:
-        fixes, ch = ([lower], dict(beta=new_beta)) if beta > 0 else ([], {})
+        fixes, ch = ([lower], dict(beta=new_beta)) if beta_ratio >= 3 else ([], {})
         fixes.append("keep β and give every dimension λ free nats: free_bits=0.25 (Kingma et al. 2016)")
+        if beta_ratio < 3:                               # not KL pressure: β is already near or below the ELBO value
+            fixes[-1] += (f"; β is only {beta_ratio:.2g}× β_ELBO = {beta_elbo:.1e}, so lowering it is unlikely to help: the latent "
+                          f"was lost early (train longer, or protect it with free bits or a warm-up)")
         if setup.get('schedule', 'constant') != 'cyclical':
             fixes.append("anneal β with schedule='cyclical' (4 cycles, Fu et al. 2019), so the encoder learns to use z before the KL pressure returns")
         if not ch: ch = dict(free_bits=0.25)
