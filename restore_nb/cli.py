@@ -244,7 +244,7 @@ def eval_(task: str, # what to evaluate: deblur | demosaic | anomaly | vae
          json: str = None, # write {task, protocol, metrics, per_image} here
          device: str = None, # cpu | cuda
         ):
-    "Evaluate a checkpoint: deblur (DATA blurred by every kernel, noise σ), demosaic (DATA mosaiced in linear light, PSNR/SSIM in sRGB, grid score) or anomaly (AUROC/AP/F1/sensitivity with intervals)."
+    "Evaluate a checkpoint: deblur (DATA blurred by every kernel, noise σ), demosaic (DATA mosaiced in linear light, PSNR/SSIM in sRGB, grid score), anomaly (AUROC/AP/F1/sensitivity with intervals) or vae (measurements and the diagnosis)."
     from restore_nb.learn import load_checkpoint
     _check_task(task)
     if not ckpt: raise ValueError("--ckpt: the run folder of a trained model is required (see `restore-nb train`)")
@@ -262,12 +262,16 @@ def eval_(task: str, # what to evaluate: deblur | demosaic | anomaly | vae
         res = evaluate_demosaic(model, data, cfa, noise, seed)
         what = f"{res['protocol']['images']} images, {cfa}, noise={noise}"
     res['protocol']['checkpoint'] = str(ckpt)
-    if json: write_json(res, json)
-    if (Path(ckpt)/'run.json').exists(): write_json(res, Path(ckpt)/'eval.json')     # the run registry's test columns
+    _save_eval(res, ckpt, json)
     m = res['metrics']
     extra = f", grid {m['grid']:.2f} dB" if 'grid' in m else ''
     print(f"restore-nb eval {task}: {res['protocol']['method']} on {what}: PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f}{extra}"
           + (' (sRGB)' if task == 'demosaic' else '') + (f" -> {json}" if json else ''))
+
+def _save_eval(res: dict, ckpt, json):
+    "Write an evaluation to --json if given, and to the run's eval.json (the run registry's test columns) when CKPT is a run folder."
+    if json: write_json(res, json)
+    if (Path(ckpt)/'run.json').exists(): write_json(res, Path(ckpt)/'eval.json')
 
 def _eval_anomaly(model, ckpt, data, seed, json):
     import json as _json
@@ -278,8 +282,7 @@ def _eval_anomaly(model, ckpt, data, seed, json):
     res = evaluate_anomaly(model, data, size=cfg.get('size', 64), seed=1234 + seed)
     out = {k: v for k, v in res.items() if not k.startswith('_')}
     out['protocol'].update(checkpoint=str(ckpt), data=str(data))
-    if json: write_json(out, json)
-    if rec.exists(): write_json(out, Path(ckpt)/'eval.json')
+    _save_eval(out, ckpt, json)
     p = out['protocol']
     print(f"restore-nb eval anomaly: {p['model']} on {p['images']} images ({p['anomalous']} anomalous), 95% bootstrap intervals")
     for k, m in out['metrics'].items():
@@ -293,8 +296,7 @@ def _eval_vae(model, ckpt, data, seed, json):
     from restore_nb.vae import VAE, eval_vae
     if not isinstance(model, VAE): raise ValueError(f"--ckpt: {ckpt} holds a {type(model).__name__}, not a VAE (train one with `restore-nb train vae`)")
     out = eval_vae(model, ckpt, data, seed)
-    if json: write_json(out, json)
-    if (Path(ckpt)/'run.json').exists(): write_json(out, Path(ckpt)/'eval.json')
+    _save_eval(out, ckpt, json)
     m = out['metrics']
     print(f"restore-nb eval vae: {out['protocol']['images']} held-out crops of {data}: PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f}, "
           f"sharpness {m['sharpness']:.2f}, KL {m['kl']:.1f} nats, active units {m['active']}/{m['latent_dims']}, MI {m['mi']:.2f} nats")

@@ -31,8 +31,8 @@ from .metrics import KernelLoss, psnr_metric, ssim_metric
 __all__ = ['MODELS', 'RUN_NAME', 'EpochSeed', 'pad_kernel', 'kernel_l1', 'BlindDeblurLoss', 'KernelCurriculum', 'EMA',
            'task_learner', 'deblur_learner', 'TimeBudget', 'fit_minutes', 'history', 'NaNGuard', 'CheckpointError',
            'rng_state', 'set_rng_state', 'checkpoint_dir', 'load_train_state', 'load_checkpoint', 'Checkpoint',
-           'ResumeFrom', 'resume_weights', 'fit_run', 'WandbLogger', 'run_name', 'next_run', 'runs_table', 'DDPTrainer',
-           'to_distributed', 'teardown_distributed']
+           'first_new_epoch', 'ResumeFrom', 'resume_weights', 'fit_run', 'WandbLogger', 'run_name', 'next_run',
+           'runs_table', 'DDPTrainer', 'to_distributed', 'teardown_distributed']
 
 # %% ../nbs/05_learn.ipynb #94d7cbda
 class EpochSeed(Callback):
@@ -358,6 +358,10 @@ class Checkpoint(Callback):
                 shutil.rmtree(d, ignore_errors=True)
 
 # %% ../nbs/05_learn.ipynb #d7093e10
+def first_new_epoch(learn) -> int:
+    "The first epoch this fit trains: after the epochs a `ResumeFrom` replays, 0 for a fresh run."
+    return next((c.start for c in learn.cbs if isinstance(c, ResumeFrom)), 0)
+
 class ResumeFrom(Callback):
     "Continue a run from a training state (`load_train_state`): weights, optimiser, RNG, epoch, history."
     order = 65   # after the Recorder opened the epoch's row and the progress bar advanced (skipped epochs included)
@@ -473,8 +477,7 @@ class WandbLogger(Callback):
             self.run.log({'train/loss': float(self.smooth_loss), 'train/lr': float(self.opt.hypers[-1]['lr'])}, step=self.train_iter)
 
     def after_epoch(self):
-        start = next((c.start for c in self.learn.cbs if isinstance(c, ResumeFrom)), 0)
-        if self.epoch < start: return
+        if self.epoch < first_new_epoch(self.learn): return
         logs = {f'valid/{k}': v for k, v in (history(self.learn)[-1] if self.recorder.values else {}).items()}
         logs['epoch'] = self.epoch
         if self.n_images: logs['valid/samples'] = self._samples()

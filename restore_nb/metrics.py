@@ -119,6 +119,12 @@ def hub_checkpoint_dir() -> Path:
     "The folder where torchvision caches pretrained weights: `$TORCH_HOME/hub/checkpoints` (default `~/.cache/torch/hub/checkpoints`)."
     return Path(torch.hub.get_dir()) / 'checkpoints'
 
+def _weights_file(enum: str, # torchvision weights enum name, e.g. 'VGG16_Weights'
+                 ) -> Path:
+    "Where torchvision caches the ImageNet weights of `enum` (the file may not exist)."
+    import torchvision
+    return hub_checkpoint_dir() / getattr(torchvision.models, enum).IMAGENET1K_V1.url.rsplit('/', 1)[-1]
+
 @contextmanager
 def _pretrained_weights(what: str, # who needs the weights, for the message, e.g. "LPIPS(net='alex')"
                         arch: str, # torchvision builder name, e.g. 'alexnet'
@@ -129,7 +135,7 @@ def _pretrained_weights(what: str, # who needs the weights, for the message, e.g
     except Exception as e:
         import torchvision
         url = getattr(torchvision.models, enum).IMAGENET1K_V1.url
-        f = hub_checkpoint_dir() / url.rsplit('/', 1)[-1]
+        f = _weights_file(enum)
         state = 'is present but could not be read (corrupt or incomplete? delete it)' if f.exists() else 'is not there'
         raise RuntimeError(
             f"{what} needs torchvision's ImageNet weights for its {arch} backbone, but they could not be loaded "

@@ -17,11 +17,11 @@ import torch.nn.functional as F
 from torch import Tensor
 from fastai.callback.core import Callback
 
-from .core import write_json, in_colab
+from .core import write_json, atomic_write, in_colab
 from .data import ImageSource, make_dataloaders
 from .deconv import count_parameters
 from .metrics import (psnr, ssim, psnr_metric, ssim_metric, CombinedLoss, L1Loss, MSELoss, SSIMLoss,
-                                PerceptualLoss, LPIPS, VGG16_LAYERS, hub_checkpoint_dir)
+                                PerceptualLoss, LPIPS, _weights_file)
 
 # %% auto #0
 __all__ = ['RECON_TERMS', 'HEALTHY', 'VAEConfig', 'VAE', 'vgg_weights_cached', 'FeatureEncoder', 'PerceptualDistance',
@@ -133,16 +133,18 @@ class VAE(nn.Module):
 # %% ../nbs/10_vae.ipynb #4f68c83c
 def vgg_weights_cached() -> bool:
     "Whether torchvision's ImageNet VGG16 weights are already in the local cache (no download needed)."
-    import torchvision
-    url = torchvision.models.VGG16_Weights.IMAGENET1K_V1.url
-    return (hub_checkpoint_dir() / url.rsplit('/', 1)[-1]).exists()
+    return _weights_file('VGG16_Weights').exists()
+
+def _weights_usable(enum: str) -> bool:
+    "ImageNet weights that need no download here, or that can be downloaded (Colab)."
+    return _weights_file(enum).exists() or in_colab()
 
 class FeatureEncoder(nn.Module):
     "Frozen multi-scale features for perceptual terms: ImageNet VGG16 (`'vgg'`) or a small seeded local network (`'local'`)."
     def __init__(self, kind: str = 'auto', # 'vgg', 'local' or 'auto' (VGG when its weights are cached or on Colab)
                  seed: int = 0): # seed of the local network's initialisation
         super().__init__()
-        if kind == 'auto': kind = 'vgg' if (vgg_weights_cached() or in_colab()) else 'local'
+        if kind == 'auto': kind = 'vgg' if _weights_usable('VGG16_Weights') else 'local'
         if kind not in ('vgg', 'local'): raise ValueError(f"FeatureEncoder: kind must be 'vgg', 'local' or 'auto', got {kind!r}")
         self.kind = kind
         if kind == 'vgg':
@@ -333,9 +335,7 @@ def edge_gain(rec: Tensor, # reconstructions `(N,C,H,W)`
 
 def _lpips_or_none():
     "An LPIPS(alex) module when its ImageNet weights are available, else None (never downloads unless on Colab)."
-    import torchvision
-    url = torchvision.models.AlexNet_Weights.IMAGENET1K_V1.url
-    if not ((hub_checkpoint_dir() / url.rsplit('/', 1)[-1]).exists() or in_colab()): return None
+    if not _weights_usable('AlexNet_Weights'): return None
     try: return LPIPS('alex').load()
     except Exception: return None
 
@@ -363,7 +363,7 @@ def vae_measure(model: VAE, # the VAE
     perc = float(PerceptualDistance(features, 'none')(rec.to(fdev), x.to(fdev)).mean())
     out = dict(kl=float(kd.sum()), kl_dims=[round(float(v), 5) for v in kd], active=int(active_units(mu, threshold).sum()),
                latent_dims=int(kd.numel()), mi=mutual_information(mu, lv), mi_max=math.log(len(x)),
-               psnr=float(psnr(rec, x, reduction='none').clamp(max=100).mean()), ssim=float(ssim(rec, x)),
+               psnr=float(psnr_metric(rec, x)), ssim=float(ssim(rec, x)),
                l1=float((rec - x).abs().mean()), mse=float((rec - x).pow(2).mean()), pixels=int(x[0].numel()),
                lpips=None if lpips is None else float(torch.cat([lpips(rec[i:i + bs].to(fdev), x[i:i + bs].to(fdev)) for i in range(0, len(x), bs)]).mean()),
                perceptual=perc, features=features.kind, sharpness=sharpness(rec, x), edge_gain=edge_gain(rec, x))
@@ -411,8 +411,8 @@ class VAEDiagnostics(Callback):
             self._sums['recon'] += float(lf.last['recon']); self._sums['kl'] += float(lf.last['kl']); self._k += 1
 
     def after_epoch(self):
-        start = next((c.start for c in self.learn.cbs if type(c).__name__ == 'ResumeFrom'), 0)
-        if self.epoch < start: return
+        from restore_nb.learn import first_new_epoch
+        if self.epoch < first_new_epoch(self.learn): return
         last = self.epoch + 1 >= self.n_epoch
         if self.epoch % self.every and not last: return
         row = dict(epoch=self.epoch, **vae_measure(self.learn.model, self.x, self.features, self._lp))
@@ -468,7 +468,7 @@ def vae_learner(dls, # from `vae_dataloaders`
     config.setdefault('channels', x.shape[0]); config.setdefault('size', x.shape[-1])
     model = VAE(VAEConfig(**config))
     sched = KLSchedule(schedule, beta, warmup, cycles, ratio)
-    lf = VAELoss(model, loss, sched, free_bits, FeatureEncoder(features) if 'perceptual' in parse_terms(loss) else 'local')
+    lf = VAELoss(model, loss, sched, free_bits, features)
     cbs = [KLAnneal()] + list(cbs or [])
     if diagnostics: cbs.append(diagnostics if isinstance(diagnostics, VAEDiagnostics) else VAEDiagnostics(n_diag))
     return task_learner(dls, model, lf, metrics=(psnr_metric, ssim_metric), lr=lr, cbs=cbs, clip=clip, ema=ema)
@@ -477,7 +477,7 @@ def vae_learner(dls, # from `vae_dataloaders`
 HEALTHY = dict(active_frac=0.10,    # active units ≥ this share of D
                mi=0.5,              # MI estimate ≥ this (nats)
                unit_rate=0.2,       # KL per active unit ≥ this (nats), checked when β > beta_ratio × β_ELBO
-               sharpness=0.6,       # edge gain Σ∇x̂·∇x / Σ|∇x|² ≥ this
+               sharpness=0.6,       # sharpness Σ|∇x̂| / Σ|∇x| ≥ this
                beta_ratio=10.0,     # β ≤ this × β_ELBO
                psnr_gain=0.3,       # dB over the last third of the epochs: more means still improving
                floor_share=0.8)     # free bits: share of dimensions at the floor that means 'pinned'
@@ -585,7 +585,7 @@ def diagnose(history, # VAEDiagnostics, Learner, {'setup','epochs'}, list of row
                           f"loss {_terms_str(terms)}", {**ev, 'loss': _terms_str(terms)}, fixes, ch, 'and'))
     if improving and not collapsed:                      # a collapsed run's PSNR wobbles; 'train longer' would mislead
         blurry = (f"; reconstructions are still blurry (sharpness {last['sharpness']:.2f} < {r['sharpness']}), but blur is only "
-                  "blamed on the loss or the latent once PSNR has levelled off") if not collapsed and last['sharpness'] < r['sharpness'] else ''
+                  "blamed on the loss or the latent once PSNR has levelled off") if last['sharpness'] < r['sharpness'] else ''
         F_.append(Finding('not_converged', 'note', f"still improving: PSNR +{gain:.2f} dB over the last {k} epochs; train longer{blurry}",
                           dict(psnr_gain=round(gain, 2), epochs=k, sharpness=round(last['sharpness'], 3))))
     if not collapsed and au < 0.5 * D and not any(f.name == 'blur' for f in F_):
@@ -654,7 +654,7 @@ def report_figure(diag: Diagnosis, # from `diagnose`
     ax[2].plot(ep, [h['active'] for h in rows], 'o-', ms=3); ax[2].set_title(f"active units (of {rows[-1]['latent_dims']}) and MI")
     a4 = ax[2].twinx(); a4.plot(ep, [h['mi'] for h in rows], 's--', ms=3, color='C2'); a4.set_ylabel('MI (nats)', color='C2')
     ax[3].plot(ep, [h['sharpness'] for h in rows], 'o-', ms=3); ax[3].axhline(diag.ranges['sharpness'], color='k', lw=0.8, ls=':')
-    ax[3].set_title('sharpness (edge gain)'); ax[3].set_ylim(0, max(1.1, max(h['sharpness'] for h in rows) * 1.05))
+    ax[3].set_title('sharpness Σ|∇x̂| / Σ|∇x|'); ax[3].set_ylim(0, max(1.1, max(h['sharpness'] for h in rows) * 1.05))
     kd = np.sort(np.asarray(rows[-1]['kl_dims']))[::-1]
     ax[4].semilogy(np.arange(1, len(kd) + 1), np.maximum(kd, 1e-6)); ax[4].set_title('KL per dimension (sorted)')
     ax[4].set_xlabel('dimension rank')
@@ -723,7 +723,6 @@ def bench_vae(json_path: str | Path | None = None, # results file (a .md beside 
     md = study_table(study) + '\n\n' + '\n\n'.join(f"**{r['name']}**\n\n```\n{r['diagnosis']['text']}\n```" for r in study['runs'])
     if json_path:
         write_json(res, json_path)
-        from restore_nb.core import atomic_write
         with atomic_write(Path(json_path).with_suffix('.md'), 'w', encoding='utf-8') as f: f.write(md + '\n')
     return res
 
