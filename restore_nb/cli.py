@@ -132,8 +132,8 @@ def run_demo(out: str | Path = 'restore_nb_demo', # report folder (created; exis
     return results
 
 # %% ../nbs/14_cli.ipynb #819f3346
-TASKS = ('deblur', 'demosaic', 'anomaly', 'vae')
-BENCHES = ('deblur', 'tiling', 'demosaic', 'streaming', 'anomaly', 'vae')
+TASKS = ('deblur', 'demosaic', 'anomaly', 'vae', 'denoise', 'sr')
+BENCHES = ('deblur', 'tiling', 'demosaic', 'streaming', 'anomaly', 'vae', 'denoise', 'conditioning', 'swin-speed')
 
 def _check_task(task: str, known=TASKS):
     if task not in known: raise ValueError(f"task: {task!r} is not available; available: {', '.join(known)}")
@@ -149,7 +149,7 @@ def demo(out: str = 'restore_nb_demo', # report folder
     for k, v in res['metrics'].items(): print(f"  {k:10s} PSNR {v['psnr']:6.2f} dB   SSIM {v['ssim']:.3f}")
     print(f"restore-nb demo: {res['protocol']['seconds']} s; report: {Path(out)/'report.md'}")
 
-def train(task: str, # what to train: deblur | demosaic | anomaly | vae
+def train(task: str, # what to train: deblur | demosaic | anomaly | vae | denoise | sr
           data: str = 'builtin', # 'builtin', a folder or a .zip of clean images; anomaly: also an NIH-layout source (folder, zip, URL, kaggle:nih-chest-xrays/data)
           out: str = None, # run folder (default: the next v0.N_MODEL under persist_dir('runs'))
           model: str = None, # deblur: unrolled (default) | blind | unet; anomaly: ra (default) | unet
@@ -160,7 +160,7 @@ def train(task: str, # what to train: deblur | demosaic | anomaly | vae
           layers: int = 5, # deblur: unrolled layers (unrolled/blind)
           cfa: str = 'bayer', # demosaic: bayer | xtrans | both
           noise: float = 0.0, # demosaic: train joint denoising for camera-noise σ drawn in [0, NOISE]; anomaly: input noise σ (denoising autoencoder)
-          loss: str = None, # demosaic: original (L1 + 0.1 grad + 0.05 chroma, default) | ssim; vae: terms, e.g. l1 (default) or l1,perceptual=0.1,ssim=0.2
+          loss: str = None, # demosaic: original (L1 + 0.1 grad + 0.05 chroma, default) | ssim; vae: terms, e.g. l1 (default) or l1,perceptual=0.1,ssim=0.2; denoise/sr: l1 (default) | l1+ssim | l1+lpips
           teacher: str = None, # demosaic: folder of RAW files whose LibRaw demosaic joins the training mix
           torture: float = 0.0, # demosaic: share of torture patterns in the training mix
           views: str = 'PA', # anomaly (NIH): view positions, comma-separated (PA,AP)
@@ -169,6 +169,10 @@ def train(task: str, # what to train: deblur | demosaic | anomaly | vae
           free_bits: float = 0.0, # vae: free nats per latent dimension (0: off)
           latent: str = 'vector', # vae: vector | spatial
           zdim: int = None, # vae: latent dimensions (vector, default 512) or channels (spatial, default 8)
+          sigma_range: str = '0,50', # denoise/sr: training Gaussian σ range in 0-255 units
+          scale: int = 2, # sr: upscaling factor (2 or 4)
+          real: bool = False, # denoise/sr: train on the second-order random degradation pipeline instead of Gaussian noise / bicubic
+          gray: bool = False, # denoise/sr: a 1-channel (grey) model, e.g. for Set12
           lr: float = 2e-3, # max learning rate of the one-cycle schedule
           ema: float = None, # EMA decay of the weights (e.g. 0.999)
           clip: float = None, # gradient clipping norm
@@ -184,8 +188,9 @@ def train(task: str, # what to train: deblur | demosaic | anomaly | vae
     _check_task(task)
     if epochs is not None and minutes is not None: raise ValueError("give --epochs or --minutes, not both")
     if epochs is None and minutes is None: epochs = 5
-    model = model or {'deblur': 'unrolled', 'anomaly': 'ra'}.get(task)
-    variant = {'deblur': model, 'demosaic': f'demosaic_{cfa}', 'anomaly': f'anomaly_{model}', 'vae': f'vae_{latent}'}[task]
+    model = model or {'deblur': 'unrolled', 'anomaly': 'ra', 'denoise': 'tiny', 'sr': 'tiny'}.get(task)
+    variant = {'deblur': model, 'demosaic': f'demosaic_{cfa}', 'anomaly': f'anomaly_{model}', 'vae': f'vae_{latent}',
+               'denoise': f'swin_{model}_denoise', 'sr': f'swin_{model}_sr{scale}'}[task]
     run = Path(out) if out else next_run(variant=variant)
     set_seed(seed)
     cfg = dict(task=task, data=str(data), size=size, bs=bs, seed=seed, ema=ema, clip=clip, lr=lr)
@@ -212,6 +217,17 @@ def train(task: str, # what to train: deblur | demosaic | anomaly | vae
         learn = vae_learner(dls, loss, beta, schedule, free_bits, lr=lr, ema=ema, clip=clip, latent=latent, **zkw,
                             diagnostics=VAEDiagnostics(path=run/'diagnostics.json' if rank_distrib() == 0 else None), cbs=cbs())
         monitor = 'psnr_metric'
+    elif task in ('denoise', 'sr'):
+        from restore_nb.swin import swin_dataloaders, swin_learner
+        lo, _, hi = sigma_range.partition(',')
+        try: sig = (float(lo), float(hi or lo))
+        except ValueError: raise ValueError(f"--sigma_range: expected LO,HI in 0-255 units, got {sigma_range!r}") from None
+        kind = 'real' if real else task
+        cfg.update(model=f'SwinUNet-{model}', config=model, degradation=kind, sigma_range=sig, scale=scale if task == 'sr' else 1, gray=gray)
+        dls = swin_dataloaders(data, kind, size=size, bs=bs, sigma=sig if task == 'denoise' else (0, 0), scale=scale if task == 'sr' else 1,
+                               seed=seed, num_workers=workers, device=device, mode='gray' if gray else 'rgb')
+        cfg['loss'] = loss = loss or 'l1'
+        learn, monitor = swin_learner(dls, model, loss, lr=lr, ema=ema, clip=clip, cbs=cbs()), 'psnr_metric'
     else:
         from restore_nb.demosaic import demosaic_dataloaders, demosaic_learner
         cfas = {'bayer': 'RGGB', 'xtrans': 'XTRANS', 'both': ['RGGB', 'XTRANS']}.get(cfa)
@@ -233,18 +249,20 @@ def train(task: str, # what to train: deblur | demosaic | anomaly | vae
             print(diagnose(run))
     if rec['status'] == 'diverged': raise RuntimeError(rec['nan_report']['message'] + f"; the last good checkpoint is in {run/'checkpoints'}")
 
-def eval_(task: str, # what to evaluate: deblur | demosaic | anomaly | vae
+def eval_(task: str, # what to evaluate: deblur | demosaic | anomaly | vae | denoise | sr
          ckpt: str = None, # run folder or checkpoint folder (required)
          data: str = 'builtin', # folder or .zip of clean test images (or 'builtin'; demosaic also 'torture'; anomaly: NIH-layout source or normal images + synthetic anomalies)
          kernels: str = None, # deblur: .npy/.npz/.mat kernel file (default: 4 motion kernels)
          sigma: float = 0.01, # deblur: Gaussian noise σ (fraction of the range)
          cfa: str = 'bayer', # demosaic: bayer | xtrans
          noise: float = 0.0, # demosaic: camera-noise σ added to the mosaic
+         sigmas: str = '15,25,50', # denoise: Gaussian σ levels in 0-255 units
+         tile: int = None, # denoise: tile side for large images
          seed: int = 0, # noise seed
          json: str = None, # write {task, protocol, metrics, per_image} here
          device: str = None, # cpu | cuda
         ):
-    "Evaluate a checkpoint: deblur (DATA blurred by every kernel, noise σ), demosaic (DATA mosaiced in linear light, PSNR/SSIM in sRGB, grid score), anomaly (AUROC/AP/F1/sensitivity with intervals) or vae (measurements and the diagnosis)."
+    "Evaluate a checkpoint: deblur (DATA blurred by every kernel, noise σ), demosaic (DATA mosaiced in linear light, PSNR/SSIM in sRGB, grid score), anomaly (AUROC/AP/F1/sensitivity with intervals) vae (measurements and the diagnosis), denoise (Gaussian σ levels) or sr (bicubic ×scale); PSNR on RGB."
     from restore_nb.learn import load_checkpoint
     _check_task(task)
     if not ckpt: raise ValueError("--ckpt: the run folder of a trained model is required (see `restore-nb train`)")
@@ -257,6 +275,8 @@ def eval_(task: str, # what to evaluate: deblur | demosaic | anomaly | vae
         return _eval_anomaly(model, ckpt, data, seed, json)
     elif task == 'vae':
         return _eval_vae(model, ckpt, data, seed, json)
+    elif task in ('denoise', 'sr'):
+        return _eval_swin(model, task, ckpt, data, sigmas, tile, seed, json)
     else:
         from restore_nb.demosaic import evaluate_demosaic
         res = evaluate_demosaic(model, data, cfa, noise, seed)
@@ -303,6 +323,18 @@ def _eval_vae(model, ckpt, data, seed, json):
     print(out['diagnosis']['text'])
     if json: print(f"restore-nb eval vae: -> {json}")
 
+def _eval_swin(model, task, ckpt, data, sigmas, tile, seed, json):
+    from restore_nb.swin import SwinUNet, evaluate_restoration
+    if not isinstance(model, SwinUNet): raise ValueError(f"--ckpt: {ckpt} holds a {type(model).__name__}, not a SwinUNet (train one with `restore-nb train {task}`)")
+    try: sig = tuple(float(s) for s in sigmas.split(','))
+    except ValueError: raise ValueError(f"--sigmas: expected comma-separated numbers in 0-255 units, got {sigmas!r}") from None
+    res = evaluate_restoration(model, data, task, sigmas=sig, seed=seed, tile=tile)
+    res['protocol']['checkpoint'] = str(ckpt)
+    _save_eval(res, ckpt, json)
+    for k, m in res['metrics'].items():
+        print(f"restore-nb eval {task}: {res['protocol']['images']} images of {data}, {k}: input {m['psnr_in']:.2f} dB -> {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f}")
+    if json: print(f"restore-nb eval {task}: -> {json}")
+
 def restore_cmd(inputs: Annotated[str, 'degraded image files', {'nargs': '+'}],
                 ckpt: str = None, # run folder or checkpoint folder (required)
                 out: str = 'restored', # output folder: NAME_restored.png + NAME_restored.png.json
@@ -328,19 +360,20 @@ def verify_cmd(output: str, # a restored file
     print(f"restore-nb verify: {output}: {'OK' if r['ok'] else 'FAILED'}")
     return 0 if r['ok'] else 1
 
-def bench(task: str, # what to benchmark: deblur | tiling | demosaic | streaming | anomaly | vae
+def bench(task: str, # what to benchmark: deblur | tiling | demosaic | streaming | anomaly | vae | denoise | conditioning | swin-speed
           data: str = None, # test images (e.g. ../shared/data/Set12 or Kodak24); default: builtin
           json: str = None, # results file (a .md table is written beside it); default bench_TASK.json
           out: str = 'runs/bench', # folder for the trained checkpoints (deblur, demosaic)
-          minutes: float = 5.0, # training budget per model (deblur, demosaic, anomaly)
+          minutes: float = 5.0, # training budget per model (deblur, demosaic, anomaly, denoise, conditioning)
           epochs: int = 12, # training epochs per run (vae)
           ablation_minutes: float = 3.0, # training budget per depth in the ablation, 0 to skip (deblur)
           noise: float = 0.01, # camera-noise σ of the noisy demosaicing rows (demosaic)
           size: int = 4096, # image side (tiling)
           archive_mb: float = 1024, # size of the synthetic NIH-layout archive (streaming)
+          device: str = None, # cpu | cuda (denoise, swin-speed; default: best available / cpu)
           quick: bool = False, # tiny settings for a smoke run
          ):
-    "Benchmarks: deblur (classical RL vs skimage, learned models), tiling (memory/time of tiled restore, ONNX), demosaic (classical, LibRaw and the network), streaming (bytes, first batch, images/s over HTTP), anomaly (U-Net vs reversed AE, synthetic anomalies) or vae (a collapsing run and the run its diagnosis recommends)."
+    "Benchmarks: deblur (classical RL vs skimage, learned models), tiling (memory/time of tiled restore, ONNX), demosaic (classical, LibRaw and the network), streaming (bytes, first batch, images/s over HTTP), anomaly (U-Net vs reversed AE, synthetic anomalies) vae (a collapsing run and the run its diagnosis recommends), denoise (Swin-UNet and BM3D at σ 15/25/50 on each set of DATA), conditioning (matching/empty/wrong prompts, fixed gates) or swin-speed (s/MP and peak memory, tiny and default configs)."
     _check_task(task, BENCHES)
     json = json or f'bench_{task}.json'
     if task == 'deblur':
@@ -358,6 +391,15 @@ def bench(task: str, # what to benchmark: deblur | tiling | demosaic | streaming
     elif task == 'vae':
         from restore_nb.vae import bench_vae
         bench_vae(json, data or 'builtin', epochs, quick=quick)
+    elif task == 'denoise':
+        from restore_nb.swin import bench_denoise
+        bench_denoise(json, data or 'builtin', out, minutes, quick=quick, device=device)
+    elif task == 'conditioning':
+        from restore_nb.swin import bench_conditioning
+        bench_conditioning(json, data or 'builtin', minutes, quick=quick)
+    elif task == 'swin-speed':
+        from restore_nb.swin import bench_swin_speed
+        bench_swin_speed(json, device=device or 'cpu', quick=quick)
     else:
         from restore_nb.infer import bench_tiling
         bench_tiling(json, size=256 if quick else size)

@@ -36,7 +36,7 @@ def test_bad_arguments_are_one_clear_line(tmp_path):
         assert expect in r.stderr and 'Traceback' not in r.stderr, (args, r.stderr)
     bad('demo', '--out', tmp_path, '--size', '8', expect='size must be at least 32')
     bad('demo', '--size', 'big', expect='invalid int value')
-    bad('train', 'denoise', expect="task: 'denoise' is not available")
+    bad('train', 'diffusion', expect="task: 'diffusion' is not available")
     bad('eval', 'deblur', '--ckpt', tmp_path / 'missing', expect='checkpoint not found')
     (tmp_path / 'empty').mkdir()
     bad('train', 'deblur', '--data', tmp_path / 'empty', '--out', tmp_path / 'r', expect='no images')
@@ -122,3 +122,20 @@ def test_train_and_eval_demosaic(tmp_path):
     assert 'grid' in r.stdout and '(sRGB)' in r.stdout
     r = run([EXE, 'eval', 'demosaic', '--ckpt', run_dir, '--data', data, '--cfa', 'quad'])
     assert r.returncode == 2 and "cfa: expected 'bayer' or 'xtrans'" in r.stderr
+
+
+def test_train_and_eval_denoise_gray(tmp_path):
+    run_dir = tmp_path / 'swin'
+    r = run([EXE, 'train', 'denoise', '--gray', '--minutes', '0.3', '--size', '32', '--bs', '16', '--out', run_dir, '--device', 'cpu'], timeout=600)
+    assert r.returncode == 0, r.stderr
+    from restore_nb.core import sample_images, save_image
+    (tmp_path / 'test').mkdir()
+    for name, im in list(sample_images(mode='gray').items())[:3]: save_image(im[:, :64, :80], tmp_path / 'test' / f'{name}.png')
+    r = run([EXE, 'eval', 'denoise', '--ckpt', run_dir, '--data', tmp_path / 'test', '--sigmas', '25,50', '--json', tmp_path / 'e.json', '--device', 'cpu'], timeout=600)
+    assert r.returncode == 0, r.stderr
+    res = json.loads((tmp_path / 'e.json').read_text())
+    assert set(res['metrics']) == {'sigma25', 'sigma50'} and res['protocol']['images'] == 3
+    assert res['metrics']['sigma50']['psnr'] > res['metrics']['sigma50']['psnr_in'] + 3      # 18 s of training already denoises σ=50
+    assert 'sigma50: input' in r.stdout and (run_dir / 'eval.json').exists()
+    r = run([EXE, 'eval', 'denoise', '--ckpt', run_dir, '--sigmas', 'high'])
+    assert r.returncode == 2 and '--sigmas: expected comma-separated numbers' in r.stderr
