@@ -76,3 +76,10 @@ def test_blind_model_manifest_records_the_kernel_estimate(tmp_path):
     rec = restore_files(tmp_path / 'ck', [tmp_path / 'a.png'], tmp_path / 'out', tile=32, overlap=16, device='cpu')[0]
     k = np.array(json.loads(open(rec['manifest']).read())['degradation']['kernel'])
     assert k.shape == (9, 9) and abs(k.sum() - 1) < 1e-4
+
+
+@pytest.mark.slow
+def test_onnx_export_of_the_blind_unrolled_network(tmp_path):
+    pytest.importorskip('onnxruntime')
+    r = export_onnx(_perturbed(UnrolledRL(blind=True, layers=1, kernel_size=9, prior_width=4)), tmp_path / 'b.onnx', size=32, check_size=40)
+    assert r['max_abs_diff'] <= 1e-4
