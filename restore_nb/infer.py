@@ -19,7 +19,7 @@ import restore_nb.deconv
 from .core import load_image, save_image, sha256_file, write_json
 
 # %% auto #0
-__all__ = ['MANIFEST_FORMAT', 'restore', 'export_onnx', 'write_manifest', 'verify', 'restore_files', 'bench_tiling']
+__all__ = ['MANIFEST_FORMAT', 'restore', 'export_onnx', 'write_manifest', 'verify', 'restore_files', 'run_fresh', 'bench_tiling']
 
 # %% ../nbs/13_infer.ipynb #f5e4c055
 def _starts(n: int, tile: int, step: int) -> list[int]:
@@ -243,19 +243,21 @@ def _tiling_probe(size: int, tile: int | None, overlap: int = 128, layers: int =
     return dict(size=size, tile=tile, overlap=overlap if tile else None, seconds=round(dt, 1), peak_rss_mb=round(peak),
                 before_mb=round(base), image_mb=round(y.numel() * 4 / 2 ** 20), finite=bool(torch.isfinite(out).all()))
 
+def run_fresh(module: str, fn: str, *args, what: str = 'probe', **kwargs):
+    "Call `module.fn(*args, **kwargs)` in a fresh Python process (so its peak memory is its own) and return its JSON result."
+    import subprocess, sys, json as _json
+    code = f"import json; from {module} import {fn}; print(json.dumps({fn}(*{args!r}, **{kwargs!r})))"
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
+    if r.returncode: raise RuntimeError(f"{what} failed: {r.stderr[-500:]}")
+    return _json.loads(r.stdout.strip().splitlines()[-1])
+
 def bench_tiling(json_path: str | Path = 'bench_tiling.json', # results file (a .md table beside it)
                  size: int = 4096, # side of the tiled image
                  tile: int = 512, overlap: int = 128) -> dict:
     "Peak memory and time of whole vs tiled restoration (fresh process each) and the ONNX check; writes JSON + markdown."
-    import subprocess, sys, json as _json
     from restore_nb.core import atomic_write
     cases = [(s, None) for s in (1024, 2048) if s < size] + [(size, tile)]
-    rows = []
-    for s, t in cases:
-        code = f"import json; from restore_nb.infer import _tiling_probe; print(json.dumps(_tiling_probe({s}, {t}, {overlap})))"
-        r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
-        if r.returncode: raise RuntimeError(f"bench_tiling: the {s}² run failed: {r.stderr[-500:]}")
-        rows.append(_json.loads(r.stdout.strip().splitlines()[-1]))
+    rows = [run_fresh('restore_nb.infer', '_tiling_probe', s, t, overlap, what=f'bench_tiling: the {s}² run') for s, t in cases]
     import tempfile
     torch.manual_seed(0)
     models = {'U-Net (width 16)': restore_nb.deconv.UNet(width=16), 'unrolled RL (5 layers, 15x15 kernel input)': restore_nb.deconv.UnrolledRL(layers=5)}

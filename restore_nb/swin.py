@@ -691,16 +691,12 @@ def _speed_probe(config: str, size: int, tile: int | None = None, overlap: int =
 
 def bench_swin_speed(json_path: str | Path | None = None, device: str = 'cpu', quick: bool = False) -> dict:
     "Forward time per megapixel and peak memory of the tiny and default configs, whole and tiled 2048² (fresh process per case)."
-    import subprocess, sys, json as _json
     from restore_nb.core import write_json, atomic_write
+    from restore_nb.infer import run_fresh
     cases = [(c, s, None) for c in ('tiny', 'default') for s in ((128,) if quick else (256, 512))]
     cases += [(c, 256 if quick else 2048, 128 if quick else 512) for c in ('tiny', 'default')]
-    rows = []
-    for c, s, t in cases:
-        code = f"import json; from restore_nb.swin import _speed_probe; print(json.dumps(_speed_probe({c!r}, {s}, {t}, device={device!r}, reps={1 if t else 2})))"
-        r = subprocess.run([sys.executable, '-W', 'ignore', '-c', code], capture_output=True, text=True)
-        if r.returncode: raise RuntimeError(f"bench_swin_speed: {c} at {s}² failed: {r.stderr[-500:]}")
-        rows.append(_json.loads(r.stdout.strip().splitlines()[-1]))
+    rows = [run_fresh('restore_nb.swin', '_speed_probe', c, s, t, device=device, reps=1 if t else 2, what=f'bench_swin_speed: {c} at {s}²')
+            for c, s, t in cases]
     res = dict(task='swin-speed', protocol=dict(device=device, threads=torch.get_num_threads(), tile_overlap=64, input='random RGB'), rows=rows)
     if json_path:
         write_json(res, json_path)
