@@ -19,7 +19,8 @@ import restore_nb.deconv
 from .core import load_image, save_image, sha256_file, write_json
 
 # %% auto #0
-__all__ = ['MANIFEST_FORMAT', 'restore', 'export_onnx', 'write_manifest', 'verify', 'restore_files', 'run_fresh', 'bench_tiling']
+__all__ = ['MANIFEST_FORMAT', 'restore', 'export_onnx', 'write_manifest', 'verify', 'input_files', 'restore_files', 'run_fresh',
+           'bench_tiling']
 
 # %% ../nbs/13_infer.ipynb #f5e4c055
 def _starts(n: int, tile: int, step: int) -> list[int]:
@@ -145,6 +146,7 @@ def write_manifest(output: str | Path, # the restored file
                    inference: dict | None = None, # tile, overlap, device, amp, …
                    seed: int | None = None, # seed of any randomness involved
                    manifest: str | Path | None = None, # where to write (default: OUTPUT.json beside the output)
+                   extra: dict | None = None, # more top-level sections (diffusion: generation, model_hashes, maps with files beside the output)
                   ) -> Path:
     "Write the provenance manifest of one output (atomically); returns its path."
     import dataclasses, platform
@@ -157,6 +159,7 @@ def write_manifest(output: str | Path, # the restored file
                         config=dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else None),
              degradation=degradation or {}, inference=inference or {}, seed=seed,
              software=dict(restore_nb=restore_nb.__version__, torch=torch.__version__, python=platform.python_version()))
+    m.update(extra or {})
     write_json(m, mpath)
     return mpath
 
@@ -178,9 +181,21 @@ def verify(output: str | Path, # a restored file
         ok = sha256_file(p) == e['sha256']
         checks[role] = 'ok' if ok else 'changed'
         if not ok: problems.append(f"{role}: {p} has changed since it was restored (SHA-256 differs)")
+    for name, e in (m.get('maps') or {}).items():                 # diffusion outputs: edit / confidence maps beside the output
+        p = mpath.parent/e['path']
+        checks[name] = 'missing' if not p.exists() else 'ok' if sha256_file(p) == e['sha256'] else 'changed'
+        if checks[name] != 'ok': problems.append(f"{name} map: {p} is {checks[name]}")
     return dict(ok=not problems, checks=checks, problems=problems, manifest=str(mpath))
 
 # %% ../nbs/13_infer.ipynb #d770b6d8
+def input_files(inputs) -> list[Path]:
+    "Image file arguments as paths: one path or a list, each an existing file (else a clear error)."
+    inputs = [Path(p) for p in ([inputs] if isinstance(inputs, (str, Path)) else inputs)]
+    if not inputs: raise ValueError("inputs: no image files given")
+    for p in inputs:
+        if not p.is_file(): raise FileNotFoundError(f"input image not found: {p}")
+    return inputs
+
 def restore_files(ckpt: str | Path, # run folder or checkpoint folder
                   inputs, # image files
                   out: str | Path, # output folder
@@ -194,10 +209,7 @@ def restore_files(ckpt: str | Path, # run folder or checkpoint folder
     from restore_nb.core import default_device, convert_channels
     from restore_nb.learn import load_checkpoint, checkpoint_dir
     from restore_nb.data import load_kernels
-    inputs = [Path(p) for p in ([inputs] if isinstance(inputs, (str, Path)) else inputs)]
-    if not inputs: raise ValueError("inputs: no image files given")
-    for p in inputs:
-        if not p.is_file(): raise FileNotFoundError(f"input image not found: {p}")
+    inputs = input_files(inputs)
     cdir = checkpoint_dir(ckpt, 'best')
     model = load_checkpoint(cdir)
     device = torch.device(device or default_device())
