@@ -225,9 +225,9 @@ def train(task: str, # what to train: deblur | demosaic | anomaly | vae | denois
         dls = diffusion_dataloaders(data, size=size, bs=bs, sigma=sig, seed=seed, num_workers=workers, device=device)
         learn, monitor = diffusion_learner(dls, dict(latent=model), lr=lr, ema=ema, clip=clip, cbs=cbs()), 'valid_loss'
         if model == 'kl' and not resume:
-            ae = fit_autoencoder(learn.model, data, minutes=min(2.0, 0.25 * (minutes or 8.0)), seed=seed)
+            ae = fit_autoencoder(learn.model, data, minutes=min(2.0, 0.25 * (minutes or 8.0)), seed=seed, device=device)
             cfg['autoencoder'] = ae
-            print(f"restore-nb train diffusion: AutoencoderKL fitted for {ae['seconds']} s ({ae['steps']} steps), reconstruction PSNR {ae['psnr']:.2f} dB; frozen")
+            print(f"restore-nb train diffusion: AutoencoderKL fitted for {ae['seconds']} s ({ae['epochs']} epochs), valid loss {ae['valid_loss_before']:.4f} -> {ae['valid_loss']:.4f}, reconstruction PSNR {ae['psnr']:.2f} dB; frozen")
     elif task in ('denoise', 'sr'):
         from restore_nb.swin import swin_dataloaders, swin_learner
         sig = _sigma_range(sigma_range)

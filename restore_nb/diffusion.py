@@ -26,10 +26,10 @@ from .swin import RestorationPairs, noisy_copy
 # %% auto #0
 __all__ = ['SCHEDULES', 'METHODS', 'DiffusionConfig', 'LatentDiffusion', 'diffusion_loss', 'with_pretrained_vae', 'timesteps',
            'guided', 'matched_timestep', 'sample', 'DiffusionPairs', 'diffusion_dataloaders', 'diffusion_learner',
-           'fit_autoencoder', 'cascade', 'data_prox', 'residual', 'diffpir', 'dps_gradient', 'dps', 'Identity',
-           'make_operator', 'edit_map', 'confidence_map', 'module_hashes', 'tensor_sha256', 'estimate_noise',
-           'generate', 'diffusion_restore_files', 'reproduce', 'eval_crops', 'evaluate_diffusion', 'train_diffusion',
-           'bench_diffusion', 'diffusion_figure', 'diffusion_markdown']
+           'AutoencoderFit', 'autoencoder_loss', 'fit_autoencoder', 'cascade', 'data_prox', 'residual', 'diffpir',
+           'dps_gradient', 'dps', 'Identity', 'make_operator', 'edit_map', 'confidence_map', 'module_hashes',
+           'tensor_sha256', 'estimate_noise', 'generate', 'diffusion_restore_files', 'reproduce', 'eval_crops',
+           'evaluate_diffusion', 'train_diffusion', 'bench_diffusion', 'diffusion_figure', 'diffusion_markdown']
 
 # %% ../nbs/12_diffusion.ipynb #f2373d05
 @dataclass
@@ -277,24 +277,40 @@ def diffusion_learner(dls, config: DiffusionConfig | dict | None = None, lr: flo
         model.vae.requires_grad_(False)
     return task_learner(dls, model, diffusion_loss, metrics=(), lr=lr, cbs=cbs, clip=clip, ema=ema, amp=False)
 
-def fit_autoencoder(model: LatentDiffusion, data='builtin', minutes: float = 2.0, size: int = 64, bs: int = 8, lr: float = 1e-3,
-                    kl: float = 1e-6, seed: int = 0) -> dict:
-    "Train the AutoencoderKL of a 'kl' model on clean crops (L1 + kl·KL) for a wall-clock budget; then it is frozen for diffusion training."
+class AutoencoderFit(nn.Module):
+    "A model's AutoencoderKL as a fastai model: (LQ, clean) → (reconstruction of the clean crop, KL per latent element)."
+    def __init__(self, vae: nn.Module):
+        super().__init__()
+        self.vae = vae
+    def forward(self, lq: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+        post = self.vae.encode(x * 2 - 1).latent_dist
+        return (self.vae.decode(post.sample()).sample + 1) / 2, post.kl()
+
+def autoencoder_loss(kl: float = 1e-6):
+    "L1 reconstruction + kl · mean KL (the small KL weight of latent-diffusion autoencoders keeps the latent near N(0, I) without blurring)."
+    def f(out, x): rec, k = out; return F.l1_loss(rec, x) + kl * k.mean()
+    return f
+
+def fit_autoencoder(model: LatentDiffusion, # a 'kl' model; its AutoencoderKL is trained, then frozen
+                    data='builtin', minutes: float = 2.0, size: int = 64, bs: int = 8, lr: float = 1e-3,
+                    kl: float = 1e-6, seed: int = 0, device=None) -> dict:
+    "Train a 'kl' model's AutoencoderKL on clean crops with a fastai Learner for a wall-clock budget, then freeze it for diffusion training."
+    from restore_nb.learn import task_learner, fit_minutes
     if model.vae is None: raise ValueError("fit_autoencoder: the model is pixel-space (config.latent='pixel'); nothing to fit")
-    g = torch.Generator().manual_seed(seed)
-    src, _ = ImageSource(data, mode='rgb' if model.config.channels == 3 else 'gray').split(0.2)
-    opt = torch.optim.Adam(model.vae.parameters(), lr)
-    model.vae.train().requires_grad_(True)
-    t0, n, loss = time.perf_counter(), 0, None
-    while time.perf_counter() - t0 < 60 * minutes:
-        x = torch.stack([random_crop(src[int(torch.randint(len(src), (1,), generator=g))], size, g) for _ in range(bs)])
-        post = model.vae.encode(x * 2 - 1).latent_dist
-        rec = (model.vae.decode(post.sample()).sample + 1) / 2
-        loss = F.l1_loss(rec, x) + kl * post.kl().mean()
-        opt.zero_grad(); loss.backward(); opt.step(); n += 1
+    dls = diffusion_dataloaders(data, size=size, bs=bs, n_train=256, n_valid=16, sigma=(0, 0), valid_sigma=0, seed=seed, device=device,
+                                mode='rgb' if model.config.channels == 3 else 'gray')
+    model.vae.requires_grad_(True)
+    learn = task_learner(dls, AutoencoderFit(model.vae), autoencoder_loss(kl), metrics=(), lr=lr, clip=1.0, amp=False)
+    t0 = time.perf_counter()
+    with learn.no_bar(), learn.no_logging():
+        before = learn.validate()[0]
+        fit_minutes(learn, minutes, lr=lr)
+        after = learn.validate()[0]
     model.vae.eval().requires_grad_(False)
+    _, x, _ = dls.valid.one_batch()
     with torch.no_grad(): rec = model.decode(model.encode(x)).clamp(0, 1)
-    return dict(steps=n, seconds=round(time.perf_counter() - t0, 1), loss=loss.item(), psnr=float(psnr(rec, x)))
+    return dict(epochs=len(learn.recorder.values), seconds=round(time.perf_counter() - t0, 1), valid_loss_before=float(before),
+                valid_loss=float(after), psnr=float(psnr(rec, x)))
 
 # %% ../nbs/12_diffusion.ipynb #6f9dd4d4
 def cascade(first: nn.Module, model: LatentDiffusion, y: Tensor, steps: int = 25, strength: float = 0.3, seed: int = 0,
