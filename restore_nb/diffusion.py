@@ -25,11 +25,12 @@ from .swin import RestorationPairs, noisy_copy
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'METHODS', 'DiffusionConfig', 'LatentDiffusion', 'diffusion_loss', 'with_pretrained_vae', 'timesteps',
-           'guided', 'matched_timestep', 'sample', 'DiffusionPairs', 'diffusion_dataloaders', 'diffusion_learner',
-           'AutoencoderFit', 'autoencoder_loss', 'fit_autoencoder', 'cascade', 'data_prox', 'residual', 'diffpir',
-           'dps_gradient', 'dps', 'Identity', 'make_operator', 'edit_map', 'confidence_map', 'module_hashes',
-           'tensor_sha256', 'estimate_noise', 'generate', 'diffusion_restore_files', 'reproduce', 'eval_crops',
-           'evaluate_diffusion', 'train_diffusion', 'bench_diffusion', 'diffusion_figure', 'diffusion_markdown']
+           'guided', 'ddim_step', 'matched_timestep', 'sample', 'DiffusionPairs', 'diffusion_dataloaders',
+           'diffusion_learner', 'AutoencoderFit', 'autoencoder_loss', 'fit_autoencoder', 'cascade', 'data_prox',
+           'residual', 'diffpir', 'dps_gradient', 'dps', 'Identity', 'make_operator', 'edit_map', 'confidence_map',
+           'module_hashes', 'tensor_sha256', 'estimate_noise', 'generate', 'diffusion_restore_files', 'reproduce',
+           'eval_crops', 'evaluate_diffusion', 'train_diffusion', 'bench_diffusion', 'diffusion_figure',
+           'diffusion_markdown']
 
 # %% ../nbs/12_diffusion.ipynb #f2373d05
 @dataclass
@@ -92,7 +93,7 @@ class LatentDiffusion(nn.Module):
                                      block_out_channels=tuple(c.vae_widths), norm_num_groups=c.vae_groups or c.groups, layers_per_block=c.vae_layers,
                                      down_block_types=('DownEncoderBlock2D',) * n, up_block_types=('UpDecoderBlock2D',) * n)
         self.null = nn.Parameter(torch.zeros(1, 1, c.text_dim))    # the "no prompt" token, learned
-        self._schedulers = {}
+        self._ac = None                                              # ᾱ_t of the training schedule, computed once
 
     def scheduler(self, kind: str = 'ddim'):
         "A fresh diffusers scheduler ('ddim' or 'ddpm') with this model's training schedule."
@@ -104,8 +105,8 @@ class LatentDiffusion(nn.Module):
 
     @property
     def alphas_cumprod(self) -> Tensor:
-        if 'ac' not in self._schedulers: self._schedulers['ac'] = self.scheduler('ddpm').alphas_cumprod.double()
-        return self._schedulers['ac']
+        if self._ac is None: self._ac = self.scheduler('ddpm').alphas_cumprod.double()
+        return self._ac
 
     def encode(self, x: Tensor) -> Tensor:
         "Image in [0, 1] → latent (pixel: 2x − 1; kl: the scaled posterior mean, deterministic)."
@@ -199,6 +200,12 @@ def guided(model: LatentDiffusion, z: Tensor, t: int, cond: Tensor | None, text:
     c, u = model.predict(cat(z), t, cat(cond), tx, keep).chunk(2)
     return u + guidance * (c - u)
 
+def ddim_step(x0: Tensor, eps: Tensor, a: Tensor, ap: Tensor, eta: float, g: torch.Generator) -> Tensor:
+    "z_{t'} from (ẑ0, ε̂) with ᾱ_t = a, ᾱ_{t'} = ap (float32 tensors): DDIM, plus fresh noise of scale s when η > 0."
+    s = eta * ((1 - ap) / (1 - a) * (1 - a / ap)).sqrt()
+    z = ap.sqrt() * x0 + (1 - ap - s ** 2).clamp(min=0).sqrt() * eps
+    return z + s * torch.randn(x0.shape, generator=g).to(x0.device) if eta > 0 else z
+
 def matched_timestep(model: LatentDiffusion, sigma: float) -> int:
     "The timestep whose noise matches white Gaussian noise σ (fraction of the range) on a pixel-space latent 2x − 1: (1 − ᾱ_t)/ᾱ_t = (2σ)²."
     if model.config.latent != 'pixel': raise ValueError("start='measurement' needs a pixel-space model: in a learned latent, image noise is not Gaussian noise")
@@ -243,10 +250,7 @@ def sample(model: LatentDiffusion, # a trained model
         out = guided(model, z, t, cond, text, guidance)
         x0, eps = model.to_x0_eps(z, out, t)
         if i == len(ts) - 1: z = x0; break
-        a, ap = ac[t].float(), ac[ts[i + 1]].float()
-        s = eta * ((1 - ap) / (1 - a) * (1 - a / ap)).sqrt()
-        z = ap.sqrt() * x0 + (1 - ap - s ** 2).clamp(min=0).sqrt() * eps
-        if eta > 0: z = z + s * torch.randn(shape, generator=g).to(dev)
+        z = ddim_step(x0, eps, ac[t].float(), ac[ts[i + 1]].float(), eta, g)
     return model.decode(z).clamp(0, 1)
 
 # %% ../nbs/12_diffusion.ipynb #5584d25d
@@ -395,9 +399,7 @@ def dps(model: LatentDiffusion, y: Tensor, op: nn.Module, steps: int = 50, zeta:
     for i, t in enumerate(ts):
         grad, z0, eps, r = dps_gradient(model, z, t, y, op, guidance_cond)
         if i == len(ts) - 1: return model.decode(z0).clamp(0, 1)
-        a, ap = float(ac[t]), float(ac[ts[i + 1]])
-        s = eta * ((1 - ap) / (1 - a) * (1 - a / ap)) ** 0.5
-        z = ap ** 0.5 * z0 + max(1 - ap - s ** 2, 0) ** 0.5 * eps + s * torch.randn(shape, generator=g).to(dev)
+        z = ddim_step(z0, eps, ac[t].float(), ac[ts[i + 1]].float(), eta, g)
         z = z - zeta * grad                              # ζ'/‖r‖ · ∇‖r‖² = 2ζ' ∇‖r‖: the official implementation's step
 
 # %% ../nbs/12_diffusion.ipynb #e620f708
@@ -486,7 +488,13 @@ def generate(model: LatentDiffusion, y: Tensor, method: str = 'conditional', ope
                 confidence=confidence_map(torch.stack(draws), sigma) if len(draws) > 1 else None)
 
 # %% ../nbs/12_diffusion.ipynb #85132871
-def _map_entry(m: Tensor, path: Path, scale: float, base: Path) -> dict:
+def _load_input(path: Path, model: LatentDiffusion, method: str) -> Tensor:
+    "The degraded image as a batch of one; for conditional denoising, converted to the model's channel count."
+    y = load_image(path, mode=None)[None]
+    if method == 'conditional' and y.shape[1] != model.config.channels: y = convert_channels(y, 'rgb' if model.config.channels == 3 else 'gray')
+    return y
+
+def _map_entry(m: Tensor, path: Path, scale: float) -> dict:
     save_image((m[0] / scale).clamp(0, 1), path, bits=16)
     v = m.flatten()
     return dict(path=path.name, sha256=sha256_file(path), scale=scale, mean=round(float(v.mean()), 4),
@@ -504,19 +512,19 @@ def diffusion_restore_files(ckpt: str | Path, inputs, out: str | Path, method: s
     model = load_model(cdir)
     if not isinstance(model, LatentDiffusion): raise ValueError(f"--ckpt: {ckpt} holds a {type(model).__name__}, not a LatentDiffusion (train one with `restore-nb train diffusion`)")
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    hashes = module_hashes(model)
+    if prompt: hashes['text_encoder'] = _text_hash(text_encoder)
     records = []
     for p in inputs:
-        y = load_image(p, mode=None)[None]
-        if method == 'conditional' and y.shape[1] != model.config.channels: y = convert_channels(y, 'rgb' if model.config.channels == 3 else 'gray')
+        y = _load_input(p, model, method)
         t0 = time.perf_counter()
         r = generate(model, y, method, operator, sigma, steps, guidance, seed, eta, prompt, text_encoder, lam, zeta, samples, start)
         dst = out/f'{p.stem}_restored.png'
         save_image(r['output'][0], dst, bits=16)
-        maps = dict(edit=_map_entry(r['edit'], out/f'{p.stem}_restored.edit.png', 4.0, out))
-        if r['confidence'] is not None: maps['confidence'] = _map_entry(r['confidence'], out/f'{p.stem}_restored.confidence.png', 1.0, out)
+        maps = dict(edit=_map_entry(r['edit'], out/f'{p.stem}_restored.edit.png', 4.0))
+        if r['confidence'] is not None: maps['confidence'] = _map_entry(r['confidence'], out/f'{p.stem}_restored.confidence.png', 1.0)
         rec = r['record']
-        extra = dict(generation=rec, model_hashes=module_hashes(model), maps=maps)
-        if prompt: extra['model_hashes']['text_encoder'] = _text_hash(text_encoder)
+        extra = dict(generation=rec, model_hashes=hashes, maps=maps)
         inf = dict(device='cpu', seconds=round(time.perf_counter() - t0, 3))
         deg = dict(kind=rec['operator']['kind'], operator=rec['operator'], sigma=rec['sigma'])
         mp = write_manifest(dst, p, cdir/'model.safetensors', model, deg, inf, seed=seed, extra=extra)
@@ -531,18 +539,16 @@ def _text_hash(name: str) -> str:
 
 def reproduce(output: str | Path, manifest: str | Path | None = None) -> dict:
     "Re-run the generation recorded in a manifest (same weights, input, seed, steps, threads) on CPU; bit-exact when the float32 output's SHA-256 matches."
-    from restore_nb.infer import verify
-    output = Path(output); mpath = Path(manifest) if manifest else output.with_name(output.name + '.json')
+    from restore_nb.infer import verify, manifest_path, manifest_file
+    output = Path(output); mpath = manifest_path(output, manifest)
     v = verify(output, mpath)
     m = json.loads(mpath.read_text())
     gen = m.get('generation')
     if gen is None: raise ValueError(f"reproduce: {mpath} records no generation (it was not written by a diffusion restore)")
     if not v['ok']: return dict(ok=False, bit_exact=False, problems=v['problems'], checks=v['checks'])
-    find = lambda e: next(c for c in (mpath.parent/e['path'], Path(e['abspath'])) if c.exists())
-    model = load_model(find(m['weights']).parent)
+    model = load_model(manifest_file(m['weights'], mpath).parent)
     problems = [f"model_hashes: {k} differs" for k, h in module_hashes(model).items() if m.get('model_hashes', {}).get(k) not in (None, h)]
-    y = load_image(find(m['input']), mode=None)[None]
-    if gen['method'] == 'conditional' and y.shape[1] != model.config.channels: y = convert_channels(y, 'rgb' if model.config.channels == 3 else 'gray')
+    y = _load_input(manifest_file(m['input'], mpath), model, gen['method'])
     threads = torch.get_num_threads()
     torch.set_num_threads(gen.get('threads', threads))
     try:
@@ -612,7 +618,6 @@ def bench_diffusion(json_path: str | Path | None = 'bench_diffusion.json', # res
                     n_test: int = 8) -> dict: # test crops (the first n_test images by name)
     "Train a small conditional diffusion model on CPU; denoising PSNR against steps; DiffPIR / DPS deblurring beside RL and the unrolled network; SR and demosaicing with the same prior."
     from restore_nb.evaluate import evaluate_deblur, rl_method
-    from restore_nb.deconv import richardson_lucy
     from restore_nb.learn import fit_run, load_checkpoint, deblur_learner
     from restore_nb.data import deblur_dataloaders
     from restore_nb.core import set_seed
@@ -623,16 +628,16 @@ def bench_diffusion(json_path: str | Path | None = 'bench_diffusion.json', # res
     train_s = round(time.perf_counter() - t0, 1)
     rec = json.loads((out/'diffusion_pixel'/'run.json').read_text())
     den = evaluate_diffusion(model, data, sigma, steps, size, n=n_test)
+    x, names = eval_crops(data, size, n=n_test)
     try:                                                   # the classical reference on the same noisy copies (needs the bm3d package)
         from restore_nb.swin import bm3d_denoiser
-        xs, _ = eval_crops(data, size, n=n_test); f = bm3d_denoiser()
+        f = bm3d_denoiser()
         t0 = time.perf_counter()
-        est = torch.stack([f(noisy_copy(xs[i], sigma, 0, i), sigma / 255) for i in range(len(xs))]).clamp(0, 1)
-        den['metrics']['cbm3d'] = dict(steps=0, method='CBM3D (σ given)', psnr=float(psnr(est, xs)), ssim=float(ssim(est, xs)),
-                                       seconds=round((time.perf_counter() - t0) / len(xs), 3))
+        est = torch.stack([f(noisy_copy(x[i], sigma, 0, i), sigma / 255) for i in range(len(x))]).clamp(0, 1)
+        den['metrics']['cbm3d'] = dict(steps=0, method='CBM3D (σ given)', psnr=float(psnr(est, x)), ssim=float(ssim(est, x)),
+                                       seconds=round((time.perf_counter() - t0) / len(x), 3))
     except ImportError: pass
-    # deblurring on the same held-out crops: RL, the unrolled network, DiffPIR, DPS
-    x, names = eval_crops(data, size, n=n_test)
+    # deblurring on the same crops: RL, the unrolled network, DiffPIR, DPS
     tmp = out/'diffusion_test_crops'
     if tmp.exists(): shutil.rmtree(tmp)
     tmp.mkdir(parents=True)

@@ -19,8 +19,8 @@ import restore_nb.deconv
 from .core import load_image, save_image, sha256_file, write_json
 
 # %% auto #0
-__all__ = ['MANIFEST_FORMAT', 'restore', 'export_onnx', 'write_manifest', 'verify', 'input_files', 'restore_files', 'run_fresh',
-           'bench_tiling']
+__all__ = ['MANIFEST_FORMAT', 'restore', 'export_onnx', 'manifest_path', 'manifest_file', 'write_manifest', 'verify',
+           'input_files', 'restore_files', 'run_fresh', 'bench_tiling']
 
 # %% ../nbs/13_infer.ipynb #f5e4c055
 def _starts(n: int, tile: int, step: int) -> list[int]:
@@ -134,6 +134,15 @@ def export_onnx(model: nn.Module, # restoration model: (B,C,H,W) → (B,C,H,W), 
 # %% ../nbs/13_infer.ipynb #558d464b
 MANIFEST_FORMAT = 'restore_nb.provenance/1'
 
+def manifest_path(output: str | Path, manifest: str | Path | None = None) -> Path:
+    "Where the manifest of `output` lives: `manifest` if given, else OUTPUT.json beside the output."
+    output = Path(output)
+    return Path(manifest) if manifest else output.with_name(output.name + '.json')
+
+def manifest_file(entry: dict, mpath: Path) -> Path | None:
+    "The file a manifest entry names: its path relative to the manifest, else its absolute path; None if neither exists."
+    return next((c for c in (mpath.parent/entry['path'], Path(entry['abspath'])) if c.exists()), None)
+
 def _file_entry(p: Path, base: Path) -> dict:
     import os
     return dict(path=os.path.relpath(p.resolve(), base.resolve()), abspath=str(p.resolve()), sha256=sha256_file(p))
@@ -150,7 +159,7 @@ def write_manifest(output: str | Path, # the restored file
                   ) -> Path:
     "Write the provenance manifest of one output (atomically); returns its path."
     import dataclasses, platform
-    output = Path(output); mpath = Path(manifest) if manifest else output.with_name(output.name + '.json')
+    output = Path(output); mpath = manifest_path(output, manifest)
     base = mpath.parent
     cfg = getattr(model, 'config', None)
     m = dict(format=MANIFEST_FORMAT, created=time.strftime('%Y-%m-%dT%H:%M:%S%z'),
@@ -167,7 +176,7 @@ def verify(output: str | Path, # a restored file
            manifest: str | Path | None = None, # its manifest (default: OUTPUT.json)
           ) -> dict:
     "Recompute the SHA-256 of the output, input and weights named in the manifest; returns {ok, checks, problems}."
-    output = Path(output); mpath = Path(manifest) if manifest else output.with_name(output.name + '.json')
+    output = Path(output); mpath = manifest_path(output, manifest)
     if not output.exists(): raise FileNotFoundError(f"verify: output not found: {output}")
     if not mpath.exists(): raise FileNotFoundError(f"verify: manifest not found: {mpath} (written by restore_files / restore-nb restore)")
     try: m = json.loads(mpath.read_text())
@@ -176,7 +185,7 @@ def verify(output: str | Path, # a restored file
     checks, problems = {}, []
     for role in ('output', 'input', 'weights'):
         e = m[role]
-        p = output if role == 'output' else next((c for c in (mpath.parent/e['path'], Path(e['abspath'])) if c.exists()), None)
+        p = output if role == 'output' else manifest_file(e, mpath)
         if p is None: checks[role] = 'missing'; problems.append(f"{role}: {e['abspath']} not found"); continue
         ok = sha256_file(p) == e['sha256']
         checks[role] = 'ok' if ok else 'changed'
