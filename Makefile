@@ -8,13 +8,14 @@ STAMP := $(VENV)/.restore_nb-installed
 PIP := $(BIN)/python -m pip -qq --disable-pip-version-check
 DEMO_OUT ?= restore_nb_demo
 
-.PHONY: install demo test test-slow export clean-nbs prepare readme docs-check wheel clean help
+.PHONY: install demo test test-slow export clean-nbs lint prepare readme docs-check wheel clean help
 
 help:
 	@echo "make demo       install into $(VENV) (first time) and run 'restore-nb demo' -> $(DEMO_OUT)/"
 	@echo "make test       install into $(VENV) (first time) and run the whole default test suite"
 	@echo "make test-slow  the same, also running notebook cells flagged '#| slow' and slow tests"
 	@echo "make prepare    nbdev-export + nbdev-clean + README.md from nbs/index.ipynb (before committing)"
+	@echo "make lint       ruff over the package, the notebooks, the tests and the tools (what CI checks)"
 	@echo "make docs-check nbdev-proc-nbs (the docs pre-processing step; rendering needs Quarto)"
 	@echo "make wheel      build dist/restore_nb-*.whl"
 
@@ -43,6 +44,9 @@ export: $(STAMP)
 clean-nbs: $(STAMP)
 	$(BIN)/nbdev-clean
 	$(BIN)/nbdev-clean --fname colab
+
+lint: $(STAMP)
+	$(BIN)/ruff check restore_nb nbs tests tools
 
 readme: $(STAMP)
 	$(BIN)/python tools/make_readme.py

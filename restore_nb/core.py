@@ -1,4 +1,4 @@
-"""Image I/O, the embedded sample images, seeding, devices, plotting, Colab/Drive helpers and crash-safe writes: the conventions every other module builds on.
+"""Image I/O, sample images, argument checks, seeds, devices, plots, Colab/Drive and crash-safe writes.
 
 Docs: https://restore-nb.github.io/restore_nb/core.html.md"""
 
@@ -6,8 +6,8 @@ Docs: https://restore-nb.github.io/restore_nb/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #4859e726
 from __future__ import annotations
-import os, sys, json, random, tempfile
-from contextlib import contextmanager
+import dataclasses, hashlib, importlib, json, math, os, random, sys, tempfile, warnings
+from contextlib import contextmanager, nullcontext
 from functools import lru_cache
 from pathlib import Path
 
@@ -16,16 +16,27 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import __version__
+
+# fastai compiles a few layers with torch.jit.script at import, which current PyTorch deprecates with a warning
+# that would reach every user's console (and every notebook output): not the user's concern
+warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)
+
 # %% auto #0
-__all__ = ['IMAGE_EXTS', 'SAMPLE_NAMES', 'DRIVE_MOUNT', 'atomic_path', 'atomic_write', 'write_json', 'to_tensor', 'to_numpy',
-           'ImageReadError', 'load_image', 'convert_channels', 'save_image', 'resize_crop', 'sample_images', 'set_seed',
-           'default_device', 'show_images', 'in_colab', 'mount_drive', 'persist_dir', 'sha256_file', 'save_model',
+__all__ = ['IMAGE_EXTS', 'SAMPLE_NAMES', 'DRIVE_MOUNT', 'atomic_path', 'atomic_write', 'write_json', 'write_text', 'to_tensor',
+           'to_numpy', 'to_linear', 'to_srgb', 'srgb_encode', 'ImageReadError', 'load_image', 'convert_channels',
+           'save_image', 'resize_crop', 'sample_images', 'exporting', 'check_image', 'check_number', 'check_range',
+           'set_seed', 'rng', 'draw', 'uniform', 'item_seed', 'default_device', 'work_dtype', 'no_autocast',
+           'show_images', 'in_colab', 'mount_drive', 'persist_dir', 'sha256_file', 'count_parameters', 'save_model',
            'load_model']
 
-# %% ../nbs/00_core.ipynb #445ed0ca
+# %% ../nbs/00_core.ipynb #cbc04f96
 def _umask() -> int:
-    m = os.umask(0); os.umask(m); return m
+    m = os.umask(0)
+    os.umask(m)
+    return m
 
+# %% ../nbs/00_core.ipynb #0f01f916
 _UMASK = _umask()
 
 def _fsync_dir(d: Path):
@@ -56,7 +67,7 @@ def atomic_path(path: str | Path, # Final destination
         tmp.unlink(missing_ok=True)
         raise
 
-# %% ../nbs/00_core.ipynb #0307a14e
+# %% ../nbs/00_core.ipynb #2af04ec3
 @contextmanager
 def atomic_write(path: str | Path, # Final destination
                  mode: str = 'wb', # File mode: 'w' (text) or 'wb' (binary)
@@ -66,6 +77,15 @@ def atomic_write(path: str | Path, # Final destination
     with atomic_path(path) as tmp:
         with open(tmp, mode, **kwargs) as f: yield f
 
+# %% ../nbs/00_core.ipynb #02df6952
+def _json_default(o):
+    if isinstance(o, Path): return str(o)
+    if isinstance(o, (np.generic,)): return o.item()
+    if isinstance(o, Tensor) and o.numel() == 1: return o.item()
+    if isinstance(o, (np.ndarray, Tensor)): return o.tolist()
+    raise TypeError(f"write_json: object of type {type(o).__name__} is not JSON serialisable")
+
+# %% ../nbs/00_core.ipynb #3355a349
 def write_json(obj, # JSON-serialisable object
                path: str | Path, # Destination `.json` file
                indent: int = 2):
@@ -75,28 +95,32 @@ def write_json(obj, # JSON-serialisable object
         f.write('\n')
     return Path(path)
 
-def _json_default(o):
-    if isinstance(o, Path): return str(o)
-    if isinstance(o, (np.generic,)): return o.item()
-    if isinstance(o, Tensor) and o.numel() == 1: return o.item()
-    if isinstance(o, (np.ndarray, Tensor)): return o.tolist()
-    raise TypeError(f"write_json: object of type {type(o).__name__} is not JSON serialisable")
+# %% ../nbs/00_core.ipynb #87e2e18a
+def write_text(text: str, # the content
+               path: str | Path, # destination (e.g. a markdown table)
+              ) -> Path:
+    "Write text to `path` atomically (UTF-8); returns the path."
+    with atomic_write(path, 'w', encoding='utf-8') as f: f.write(text)
+    return Path(path)
 
-# %% ../nbs/00_core.ipynb #14126867
+# %% ../nbs/00_core.ipynb #5cbc08b0
 def to_tensor(a) -> Tensor:
-    "Convert an `(H,W)` / `(H,W,C)` array (uint8, uint16, bool, int, float) to a float32 `(C,H,W)` tensor; integers are scaled by their range."
+    ("Convert an `(H,W)` / `(H,W,C)` array (uint8, uint16, bool, float) to a float32 `(C,H,W)` tensor in [0, 1] by "
+     "range.")
     if isinstance(a, Tensor): return a.float()
     a = np.asarray(a)
     if a.dtype == bool: a = a.astype(np.float32)
     elif a.dtype == np.uint8: a = a.astype(np.float32) / 255.0
     elif a.dtype == np.uint16: a = a.astype(np.float32) / 65535.0
     elif np.issubdtype(a.dtype, np.integer):
-        raise TypeError(f"to_tensor: cannot infer the range of integer dtype {a.dtype}; convert to uint8, uint16 or float first")
+        raise TypeError(f"to_tensor: cannot infer the range of integer dtype {a.dtype}; "
+                        "convert to uint8, uint16 or float first")
     else: a = a.astype(np.float32)
     if a.ndim == 2: a = a[..., None]
     if a.ndim != 3: raise ValueError(f"to_tensor: expected an (H,W) or (H,W,C) array, got shape {a.shape}")
     return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))
 
+# %% ../nbs/00_core.ipynb #b5a4051e
 def to_numpy(x: Tensor) -> np.ndarray:
     "Convert a `(C,H,W)` (or `(1,C,H,W)`) tensor to a float32 `(H,W,C)` array, or `(H,W)` for one channel."
     if isinstance(x, np.ndarray): return x
@@ -107,6 +131,23 @@ def to_numpy(x: Tensor) -> np.ndarray:
     a = x.permute(1, 2, 0).numpy()
     return a[..., 0] if a.shape[-1] == 1 else a
 
+# %% ../nbs/00_core.ipynb #9a4ec517
+def to_linear(x: Tensor) -> Tensor:
+    "sRGB-encoded values to linear light (kornia's exact sRGB curve)."
+    import kornia   # heavy: imported on first use
+    return kornia.color.rgb_to_linear_rgb(x.clamp(0, 1))
+
+# %% ../nbs/00_core.ipynb #76495717
+def to_srgb(x: Tensor) -> Tensor:
+    "Linear light to sRGB encoding (values above 1 follow the same curve; clip for display)."
+    import kornia
+    return kornia.color.linear_rgb_to_rgb(x.clamp_min(0))
+
+# %% ../nbs/00_core.ipynb #992a3463
+def srgb_encode(x: Tensor) -> Tensor:
+    "The sRGB curve without clipping: 12.92·x below 0.0031308 (negatives too), 1.055·x^(1/2.4) − 0.055 above."
+    return torch.where(x > 0.0031308, 1.055 * x.clamp_min(0.0031308) ** (1 / 2.4) - 0.055, 12.92 * x)
+
 # %% ../nbs/00_core.ipynb #2d629585
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.tif', '.tiff', '.bmp', '.webp')
 _TIFF_EXTS = ('.tif', '.tiff')
@@ -115,7 +156,7 @@ _LUMA = (0.299, 0.587, 0.114)
 class ImageReadError(ValueError):
     "An image file exists but could not be decoded (not an image, truncated, corrupt or unsupported)."
 
-# %% ../nbs/00_core.ipynb #9a7deb8b
+# %% ../nbs/00_core.ipynb #c6ebe1e9
 def _png_header(path: Path):
     "(bit depth, colour type) from a PNG's IHDR chunk, or None if `path` is not a PNG."
     with open(path, 'rb') as f: head = f.read(33)
@@ -126,9 +167,9 @@ def _read_png16(path: Path) -> np.ndarray:
     "Decode a 16-bit colour PNG with pypng (Pillow truncates those to 8 bits)."
     import png
     w, h, rows, info = png.Reader(filename=str(path)).asDirect()
-    a = np.vstack([np.asarray(r, dtype=np.uint16) for r in rows]).reshape(h, w, info['planes'])
-    return a
+    return np.vstack([np.asarray(r, dtype=np.uint16) for r in rows]).reshape(h, w, info['planes'])
 
+# %% ../nbs/00_core.ipynb #1511d3cb
 def _read_tiff(path: Path) -> np.ndarray:
     import tifffile
     with tifffile.TiffFile(path) as tf:
@@ -138,6 +179,7 @@ def _read_tiff(path: Path) -> np.ndarray:
     if a.ndim == 3 and planar: a = a.transpose(1, 2, 0)
     return a
 
+# %% ../nbs/00_core.ipynb #ec02f92e
 def _read_pil(path: Path) -> np.ndarray:
     from PIL import Image
     with Image.open(path) as im:
@@ -150,13 +192,14 @@ def _read_pil(path: Path) -> np.ndarray:
         elif im.mode == 'I': a = np.clip(a, 0, 65535).astype(np.uint16)  # 16-bit PNGs may open as 32-bit 'I'
     return a
 
-# %% ../nbs/00_core.ipynb #90e556b5
+# %% ../nbs/00_core.ipynb #5b8c95ed
 def load_image(path: str | Path, # Image file: PNG, JPEG, TIFF (8/16-bit, float32), BMP or WebP
                mode: str | None = None, # None: keep the stored channels (1 or 3); 'rgb' or 'gray' to convert
               ) -> Tensor:
     "Read an image file into a float32 `(C,H,W)` tensor in [0, 1] (float TIFFs keep their values)."
     path = Path(path)
-    if mode not in (None, 'rgb', 'gray'): raise ValueError(f"load_image: mode must be None, 'rgb' or 'gray', got {mode!r}")
+    if mode not in (None, 'rgb', 'gray'):
+        raise ValueError(f"load_image: mode must be None, 'rgb' or 'gray', got {mode!r}")
     if not path.exists(): raise FileNotFoundError(f"Image file not found: {path}")
     if path.is_dir(): raise IsADirectoryError(f"Expected an image file, got a directory: {path}")
     try:
@@ -170,9 +213,11 @@ def load_image(path: str | Path, # Image file: PNG, JPEG, TIFF (8/16-bit, float3
                              f"Expected a complete PNG, JPEG, TIFF, BMP or WebP file.") from e
     if a.ndim == 3 and a.shape[-1] in (2, 4): a = a[..., :-1]   # drop alpha
     x = to_tensor(a)
-    if x.shape[0] not in (1, 3): raise ImageReadError(f"Cannot read image {path}: {x.shape[0]} channels, expected 1 (grey) or 3 (RGB)")
+    if x.shape[0] not in (1, 3):
+        raise ImageReadError(f"Cannot read image {path}: {x.shape[0]} channels, expected 1 (grey) or 3 (RGB)")
     return convert_channels(x, mode)
 
+# %% ../nbs/00_core.ipynb #9b87e758
 def convert_channels(x: Tensor, # `(C,H,W)` or `(B,C,H,W)` image with 1 or 3 channels
                      mode: str | None, # None (unchanged), 'rgb' or 'gray'
                     ) -> Tensor:
@@ -183,7 +228,7 @@ def convert_channels(x: Tensor, # `(C,H,W)` or `(B,C,H,W)` image with 1 or 3 cha
     w = torch.tensor(_LUMA, dtype=x.dtype, device=x.device).view(3, 1, 1)
     return (x * w).sum(-3, keepdim=True)
 
-# %% ../nbs/00_core.ipynb #6b65e445
+# %% ../nbs/00_core.ipynb #634afb14
 def _write_png16(a: np.ndarray, path: Path):
     import png
     h, w = a.shape[:2]
@@ -191,6 +236,19 @@ def _write_png16(a: np.ndarray, path: Path):
     with open(path, 'wb') as f:
         png.Writer(w, h, greyscale=planes == 1, bitdepth=16).write(f, a.reshape(h, w * planes))
 
+# %% ../nbs/00_core.ipynb #88e6df38
+def _quantise(img, path: Path, bits: int) -> np.ndarray:
+    "The array `save_image` writes: validated, clipped and rounded to `bits` (float32 for 32)."
+    a = to_numpy(img) if isinstance(img, Tensor) else np.asarray(img, dtype=np.float32)
+    if not np.isfinite(a).all(): raise ValueError(f"save_image: image for {path} contains NaN or Inf")
+    if a.ndim == 3 and a.shape[-1] not in (1, 3):
+        raise ValueError(f"save_image: expected 1 or 3 channels for {path}, got shape {a.shape}")
+    if a.ndim == 3 and a.shape[-1] == 1: a = a[..., 0]
+    if bits == 32: return a.astype(np.float32)
+    top = 255 if bits == 8 else 65535
+    return np.round(np.clip(a, 0, 1) * top).astype(np.uint8 if bits == 8 else np.uint16)
+
+# %% ../nbs/00_core.ipynb #918d7543
 def save_image(img, # `(C,H,W)`/`(1,C,H,W)` tensor or `(H,W[,C])` array, values in [0, 1]
                path: str | Path, # Destination; the extension picks the format
                bits: int | None = None, # 8 or 16 for PNG/TIFF, 32 for float TIFF (keeps values > 1); default 8
@@ -199,19 +257,15 @@ def save_image(img, # `(C,H,W)`/`(1,C,H,W)` tensor or `(H,W[,C])` array, values 
     "Write an image atomically; integer formats clip to [0, 1] and round."
     path = Path(path)
     ext = path.suffix.lower()
-    if ext not in IMAGE_EXTS: raise ValueError(f"save_image: unsupported extension {ext!r} for {path}; use one of {IMAGE_EXTS}")
+    if ext not in IMAGE_EXTS:
+        raise ValueError(f"save_image: unsupported extension {ext!r} for {path}; use one of {IMAGE_EXTS}")
     bits = bits or 8
     if bits not in (8, 16, 32): raise ValueError(f"save_image: bits must be 8, 16 or 32, got {bits}")
-    if bits == 16 and ext not in ('.png',) + _TIFF_EXTS: raise ValueError(f"save_image: 16-bit output needs .png or .tif, got {path}")
-    if bits == 32 and ext not in _TIFF_EXTS: raise ValueError(f"save_image: float (32-bit) output needs .tif, got {path}")
-    a = to_numpy(img) if isinstance(img, Tensor) else np.asarray(img, dtype=np.float32)
-    if not np.isfinite(a).all(): raise ValueError(f"save_image: image for {path} contains NaN or Inf")
-    if a.ndim == 3 and a.shape[-1] not in (1, 3): raise ValueError(f"save_image: expected 1 or 3 channels for {path}, got shape {a.shape}")
-    if a.ndim == 3 and a.shape[-1] == 1: a = a[..., 0]
-    if bits == 32: q = a.astype(np.float32)
-    else:
-        top = 255 if bits == 8 else 65535
-        q = np.round(np.clip(a, 0, 1) * top).astype(np.uint8 if bits == 8 else np.uint16)
+    if bits == 16 and ext not in ('.png',) + _TIFF_EXTS:
+        raise ValueError(f"save_image: 16-bit output needs .png or .tif, got {path}")
+    if bits == 32 and ext not in _TIFF_EXTS:
+        raise ValueError(f"save_image: float (32-bit) output needs .tif, got {path}")
+    q = _quantise(img, path, bits)
     with atomic_path(path) as tmp:
         if ext in _TIFF_EXTS:
             import tifffile
@@ -236,7 +290,7 @@ def _sample_array(name: str) -> np.ndarray:
     a.setflags(write=False)
     return a
 
-# %% ../nbs/00_core.ipynb #45609e66
+# %% ../nbs/00_core.ipynb #b189b0c5
 def resize_crop(x: Tensor, # `(C,H,W)` or `(B,C,H,W)` image
                 size: int, # output is `size`×`size`
                ) -> Tensor:
@@ -245,11 +299,13 @@ def resize_crop(x: Tensor, # `(C,H,W)` or `(B,C,H,W)` image
     h, w = b.shape[-2:]
     s = size / min(h, w)
     nh, nw = max(size, round(h * s)), max(size, round(w * s))
-    if (nh, nw) != (h, w): b = F.interpolate(b, size=(nh, nw), mode='bicubic', antialias=True, align_corners=False).clamp(0, 1)
+    if (nh, nw) != (h, w):
+        b = F.interpolate(b, size=(nh, nw), mode='bicubic', antialias=True, align_corners=False).clamp(0, 1)
     t, l = (nh - size) // 2, (nw - size) // 2
     b = b[..., t:t + size, l:l + size]
     return b[0] if x.ndim == 3 else b
 
+# %% ../nbs/00_core.ipynb #5b283cc7
 def sample_images(names=None, # names from `SAMPLE_NAMES` (default: all), or one name
                   size: int | None = None, # resize and centre-crop to `size`×`size`
                   mode: str | None = None, # None: stored channels; 'rgb' or 'gray'
@@ -263,7 +319,55 @@ def sample_images(names=None, # names from `SAMPLE_NAMES` (default: all), or one
         out[n] = resize_crop(x, size) if size else x
     return out
 
-# %% ../nbs/00_core.ipynb #329aa645
+# %% ../nbs/00_core.ipynb #c00babec
+def exporting() -> bool:
+    "True while `torch.export` (and so the ONNX exporter) traces the code: value checks are skipped then."
+    f = getattr(torch.compiler, 'is_exporting', None)
+    return bool(f is not None and f())
+
+# %% ../nbs/00_core.ipynb #1be0fa6f
+def check_image(x, # the argument
+                name: str = 'x', # its name, for the message
+                op: str = '', # the function or operator that received it
+               ) -> Tensor:
+    "Validate an image batch: a finite, non-empty, floating-point `(B,C,H,W)` tensor; returns it."
+    pre = f"{op}: " if op else ''
+    if not isinstance(x, Tensor):
+        raise ValueError(f"{pre}{name} must be a torch.Tensor of shape (B,C,H,W), got {type(x).__name__}")
+    if x.ndim != 4: raise ValueError(f"{pre}{name} must have shape (B,C,H,W), got {tuple(x.shape)}")
+    if not x.is_floating_point(): raise ValueError(f"{pre}{name} must be a floating-point tensor, got {x.dtype}")
+    if x.numel() == 0: raise ValueError(f"{pre}{name} must be non-empty, got shape {tuple(x.shape)}")
+    if not exporting() and not torch.isfinite(x.detach().sum(dtype=torch.float64)):
+        raise ValueError(f"{pre}{name} contains NaN or Inf; expected finite values")
+    return x
+
+# %% ../nbs/00_core.ipynb #a0873734
+def check_number(v, # the argument
+                 name: str, # its name, for the message
+                 lo: float | None = None, # lower bound
+                 strict: bool = False, # `v > lo` instead of `v >= lo`
+                ) -> float:
+    "A finite number at or above (`strict`: above) `lo`, as a float; else a `ValueError` naming `name`."
+    try: v = float(v)
+    except (TypeError, ValueError): raise ValueError(f"{name} must be a number, got {v!r}") from None
+    if not math.isfinite(v): raise ValueError(f"{name} must be finite, got {v}")
+    if lo is not None and (v <= lo if strict else v < lo):
+        raise ValueError(f"{name} must be {'>' if strict else '>='} {lo}, got {v}")
+    return v
+
+# %% ../nbs/00_core.ipynb #b7b036a1
+def check_range(v, # a number (fixed) or a `(lo, hi)` pair (drawn)
+                name: str, # its name, for the message
+                lo: float | None = 0.0, # lower bound of both ends
+               ) -> tuple[float, float]:
+    "A number or a `(lo, hi)` range, validated, as a pair (a fixed value gives `(v, v)`)."
+    t = (v, v) if np.isscalar(v) else tuple(v)
+    if len(t) != 2: raise ValueError(f"{name} must be a number or a (lo, hi) pair, got {v!r}")
+    a, b = check_number(t[0], name, lo), check_number(t[1], name, lo)
+    if a > b: raise ValueError(f"{name} must satisfy lo <= hi, got {v!r}")
+    return a, b
+
+# %% ../nbs/00_core.ipynb #4d2e73f8
 def set_seed(seed: int = 42, # The seed for Python, NumPy and PyTorch (all devices)
              deterministic: bool = False, # Also request deterministic PyTorch kernels
             ) -> int:
@@ -278,7 +382,43 @@ def set_seed(seed: int = 42, # The seed for Python, NumPy and PyTorch (all devic
         os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
     return seed
 
-def default_device(prefer: str | None = None, # 'cuda', 'mps' or 'cpu'; default: env `RESTORE_NB_DEVICE`, else the best available
+# %% ../nbs/00_core.ipynb #44af6d5f
+def rng(seed: int | None = None, # seed of a fresh CPU generator
+        generator: torch.Generator | None = None, # or this generator (wins over `seed`)
+       ) -> torch.Generator | None:
+    "The generator to draw from: `generator`, else a fresh CPU one seeded with `seed`, else None (global RNG)."
+    if generator is not None: return generator
+    if seed is not None: return torch.Generator().manual_seed(int(seed))
+    return None
+
+# %% ../nbs/00_core.ipynb #b8791fe3
+def draw(shape, # shape of the draw
+         generator: torch.Generator | None = None, # source (its own device); None: the global RNG
+         device=None, # where the numbers are returned (default CPU)
+         dtype=torch.float32, normal: bool = False, # standard normal instead of uniform [0, 1)
+        ) -> Tensor:
+    "Uniform [0, 1) (or standard normal) numbers drawn on the generator's device, returned on `device`."
+    gdev = generator.device if generator is not None else (device or 'cpu')
+    f = torch.randn if normal else torch.rand
+    return f(shape, generator=generator, device=gdev, dtype=dtype).to(device or 'cpu')
+
+# %% ../nbs/00_core.ipynb #4128c73c
+def uniform(generator: torch.Generator | None, # source (None: the global RNG)
+            lo: float, hi: float, # the range
+           ) -> float:
+    "One number uniform in [lo, hi) from `generator`."
+    return float(lo + (hi - lo) * torch.rand((), generator=generator))
+
+# %% ../nbs/00_core.ipynb #a5e5590f
+def item_seed(seed: int, # the evaluation's seed
+              i: int, # image index
+              j: int = 0, # degradation index (kernel, noise level, …)
+             ) -> int:
+    "The seed of the noise drawn for image `i` under degradation `j`: the same for every method of a table."
+    return seed * 1_000_003 + i * 1009 + j
+
+# %% ../nbs/00_core.ipynb #e0170044
+def default_device(prefer: str | None = None, # 'cuda', 'mps' or 'cpu'; default: env `RESTORE_NB_DEVICE`, else the best
                   ) -> torch.device:
     "The device to compute on: CUDA if present, else Apple MPS, else CPU."
     prefer = prefer or os.environ.get('RESTORE_NB_DEVICE')
@@ -288,7 +428,18 @@ def default_device(prefer: str | None = None, # 'cuda', 'mps' or 'cpu'; default:
     if mps is not None and mps.is_available(): return torch.device('mps')
     return torch.device('cpu')
 
-# %% ../nbs/00_core.ipynb #5d482882
+# %% ../nbs/00_core.ipynb #532aff9f
+def work_dtype(x: Tensor) -> torch.dtype:
+    "float64 stays float64; everything else (float16, bfloat16, float32) is computed in float32."
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+# %% ../nbs/00_core.ipynb #e8299beb
+def no_autocast(device):
+    "A context that turns autocast off on `device` (FFTs and physics run in float32 under mixed precision)."
+    try: return torch.autocast(device_type=torch.device(device).type, enabled=False)
+    except Exception: return nullcontext()
+
+# %% ../nbs/00_core.ipynb #dbc92644
 def show_images(imgs, # dict name→image, list of images, or a `(B,C,H,W)` batch
                 titles=None, # titles (default: the dict keys)
                 ncols: int = 4, # columns in the grid
@@ -296,12 +447,14 @@ def show_images(imgs, # dict name→image, list of images, or a `(B,C,H,W)` batc
                 suptitle: str | None = None, # title over the whole figure
                ):
     "Plot images in a grid with titles; returns the matplotlib figure."
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt   # imported on first use: plotting is optional for the library
     if isinstance(imgs, dict): titles, imgs = titles or list(imgs), list(imgs.values())
     elif isinstance(imgs, Tensor) and imgs.ndim == 4: imgs = list(imgs)
     imgs = list(imgs)
     if not imgs: raise ValueError("show_images: no images given")
-    n = len(imgs); ncols = min(ncols, n); nrows = -(-n // ncols)
+    n = len(imgs)
+    ncols = min(ncols, n)
+    nrows = -(-n // ncols)
     fig, axs = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False)
     for i, ax in enumerate(axs.flat):
         ax.axis('off')
@@ -313,13 +466,14 @@ def show_images(imgs, # dict name→image, list of images, or a `(B,C,H,W)` batc
     fig.tight_layout()
     return fig
 
-# %% ../nbs/00_core.ipynb #73914590
+# %% ../nbs/00_core.ipynb #3a995ba6
 DRIVE_MOUNT = Path('/content/drive')
 
 def in_colab() -> bool:
     "True inside a Google Colab runtime."
     return 'google.colab' in sys.modules or 'COLAB_RELEASE_TAG' in os.environ
 
+# %% ../nbs/00_core.ipynb #f5cc5220
 def mount_drive(mountpoint: str | Path = DRIVE_MOUNT, # where Colab mounts Drive
                ) -> Path | None:
     "Mount Google Drive in Colab and return `MyDrive`; outside Colab return None."
@@ -330,10 +484,11 @@ def mount_drive(mountpoint: str | Path = DRIVE_MOUNT, # where Colab mounts Drive
         drive.mount(str(mountpoint))
     return mountpoint/'MyDrive'
 
+# %% ../nbs/00_core.ipynb #2c84fc97
 def persist_dir(*parts: str, # sub-folders to append, e.g. `persist_dir('checkpoints', 'run1')`
                 create: bool = True, # create the folder if missing
                ) -> Path:
-    "Folder for files that must outlive the session: `RESTORE_NB_HOME`, else Drive in Colab, else the user cache dir."
+    "Folder for files that must outlive the session: `RESTORE_NB_HOME`, else Drive in Colab, else the user cache."
     if os.environ.get('RESTORE_NB_HOME'): root = Path(os.environ['RESTORE_NB_HOME']).expanduser()
     elif in_colab() and (DRIVE_MOUNT/'MyDrive').is_dir(): root = DRIVE_MOUNT/'MyDrive'/'restore_nb'
     else:
@@ -343,50 +498,59 @@ def persist_dir(*parts: str, # sub-folders to append, e.g. `persist_dir('checkpo
     if create: p.mkdir(parents=True, exist_ok=True)
     return p
 
-# %% ../nbs/00_core.ipynb #b10bd029
+# %% ../nbs/00_core.ipynb #c629de62
 def sha256_file(path: str | Path, # file to hash
                 chunk: int = 1 << 20) -> str:
     "Hex SHA-256 of a file, read in chunks."
-    import hashlib
     h = hashlib.sha256()
     with open(path, 'rb') as f:
         while b := f.read(chunk): h.update(b)
     return h.hexdigest()
 
+def count_parameters(model: torch.nn.Module) -> int:
+    "Number of trainable parameters."
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+# %% ../nbs/00_core.ipynb #bd3c9ea9
 def save_model(model: torch.nn.Module, # a restore_nb model with a `config` dataclass
                folder: str | Path, # checkpoint folder (created)
                **extra) -> Path: # extra JSON-serialisable metadata (e.g. training figures)
     "Write `model.safetensors` and `config.json` to `folder` atomically; returns the folder."
-    import dataclasses
     from safetensors.torch import save_file
-    import restore_nb
     cfg = getattr(model, 'config', None)
-    if not dataclasses.is_dataclass(cfg): raise ValueError(f"save_model: {type(model).__name__} has no `config` dataclass")
-    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+    if not dataclasses.is_dataclass(cfg):
+        raise ValueError(f"save_model: {type(model).__name__} has no `config` dataclass")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     with atomic_path(folder/'model.safetensors') as tmp: save_file(state, str(tmp))
     meta = {'class': f'{type(model).__module__}.{type(model).__name__}', 'config': dataclasses.asdict(cfg),
-            'restore_nb': restore_nb.__version__, 'weights_sha256': sha256_file(folder/'model.safetensors'), **extra}
+            'restore_nb': __version__, 'weights_sha256': sha256_file(folder/'model.safetensors'), **extra}
     write_json(meta, folder/'config.json')
     return folder
 
+# %% ../nbs/00_core.ipynb #38f48e90
 def load_model(folder: str | Path, # checkpoint folder written by `save_model`
                device=None, # where to put the model (default: CPU)
                verify: bool = True, # check the weights' SHA-256 against config.json
               ) -> torch.nn.Module:
     "Rebuild a model from `config.json` and load `model.safetensors` into it (eval mode)."
-    import importlib
     from safetensors.torch import load_file
     folder = Path(folder)
     for f in ('config.json', 'model.safetensors'):
-        if not (folder/f).exists(): raise FileNotFoundError(f"load_model: {folder/f} not found; expected a folder written by save_model")
+        if not (folder/f).exists():
+            raise FileNotFoundError(f"load_model: {folder/f} not found; expected a folder written by save_model")
     meta = json.loads((folder/'config.json').read_text())
     mod, _, name = meta.get('class', '').rpartition('.')
-    if not mod.startswith('restore_nb.'): raise ValueError(f"load_model: {folder/'config.json'} names class {meta.get('class')!r}; only restore_nb models can be loaded")
+    if not mod.startswith('restore_nb.'):
+        raise ValueError(f"load_model: {folder/'config.json'} names class {meta.get('class')!r}; "
+                         "only restore_nb models can be loaded")
     if verify and meta.get('weights_sha256') and sha256_file(folder/'model.safetensors') != meta['weights_sha256']:
-        raise ValueError(f"load_model: {folder/'model.safetensors'} does not match the SHA-256 in config.json (corrupt or replaced)")
+        raise ValueError(f"load_model: {folder/'model.safetensors'} does not match the SHA-256 in config.json "
+                         "(corrupt or replaced)")
     cls = getattr(importlib.import_module(mod), name)
-    if not hasattr(cls, 'config_class'): raise ValueError(f"load_model: {meta['class']} has no `config_class`; it cannot be rebuilt from config.json")
+    if not hasattr(cls, 'config_class'):
+        raise ValueError(f"load_model: {meta['class']} has no `config_class`; it cannot be rebuilt from config.json")
     model = cls(cls.config_class(**meta['config']))
     model.load_state_dict(load_file(str(folder/'model.safetensors'), device='cpu'))
     return model.to(device or 'cpu').eval()

@@ -1,12 +1,14 @@
-"""restore_nb.anomaly: metrics against scikit-learn, models that learn, the NIH path end to end, progressive sources, the CLI."""
+"""The anomaly task: metrics against scikit-learn, models that learn, the NIH path, progressive sources, the CLI."""
 import json
 import numpy as np
 import pytest
 import torch
 
-from restore_nb.anomaly import (roc_curve, pr_curve, average_precision, detection_metrics, group_auroc, anomaly_dataloaders,
-                                anomaly_learner, synthetic_test_set, evaluate_anomaly, BlurBaseline, make_nih_folder, nih_layout,
-                                nih_test_set, insert_anomaly, ReversedAE, anomaly_unet, image_scores)
+from restore_nb.metrics import roc_curve, average_precision, detection_metrics, group_auroc, compare_auroc
+from restore_nb.models import BlurBaseline, ReversedAE, anomaly_unet
+from restore_nb.tasks.anomaly import (anomaly_dataloaders, anomaly_learner, synthetic_test_set, evaluate_anomaly,
+                                      make_nih_folder,
+                                      nih_layout, nih_test_set, insert_anomaly, image_scores)
 from restore_nb.core import set_seed
 from conftest import run, BIN
 
@@ -19,7 +21,9 @@ def test_curves_agree_with_sklearn(seed):
     s = np.round(l * 0.7 + rng.normal(size=200), 1)                     # rounded: many ties
     fpr, tpr, thr = roc_curve(s, l)
     f2, t2, th2 = sk.roc_curve(l, s, drop_intermediate=False)
-    np.testing.assert_allclose(fpr, f2); np.testing.assert_allclose(tpr, t2); np.testing.assert_allclose(thr[1:], th2[1:])
+    np.testing.assert_allclose(fpr, f2)
+    np.testing.assert_allclose(tpr, t2)
+    np.testing.assert_allclose(thr[1:], th2[1:])
     assert abs(average_precision(s, l) - sk.average_precision_score(l, s)) < 1e-12
     m = detection_metrics(s, l, n_boot=0)
     assert abs(m['auroc'] - sk.roc_auc_score(l, s)) < 1e-12
@@ -54,13 +58,14 @@ def test_models_any_size_and_synthetic_masks():
         y, mask = insert_anomaly(x, k, g)
         d = (y - x).abs()[0]
         assert d[mask[0] > 0].mean() > 5 * d[mask[0] == 0].mean()          # the change is where the mask says
-    e = torch.zeros(1, 1, 10, 10); e[0, 0, 0, 0] = 1
+    e = torch.zeros(1, 1, 10, 10)
+    e[0, 0, 0, 0] = 1
     assert image_scores(e, 'topk', 0.01).item() == 1 and abs(image_scores(e).item() - 0.01) < 1e-7
 
 
 def test_a_trained_model_learns_and_detects():
-    "Real short training: validation L1 on healthy images drops, and the RA beats the blur baseline (paired bootstrap) on inserted anomalies."
-    from restore_nb.anomaly import compare_auroc
+    ("Real short training: validation L1 on healthy images drops, and the RA beats the blur baseline (paired "
+     "bootstrap) on inserted anomalies.")
     set_seed(0)
     dls = anomaly_dataloaders('builtin', size=32, bs=16, n_train=256, n_valid=32, device='cpu')
     learn = anomaly_learner(dls, 'ra', width=16, depth=3, bottleneck=16, decoder_blocks=1)
@@ -71,8 +76,8 @@ def test_a_trained_model_learns_and_detects():
     test = synthetic_test_set(dls.valid.dataset.source, n=160, size=32, seed=5)
     ra = evaluate_anomaly(learn.model, test, maps=('l1',), reduces=('topk',), n_boot=0)
     blur = evaluate_anomaly(BlurBaseline(), test, maps=('l1',), reduces=('topk',), n_boot=0)
-    c = compare_auroc(ra['_scores']['l1/topk'], blur['_scores']['l1/topk'], test['labels'], n_boot=300)
-    assert ra['metrics']['l1/topk']['auroc'] > 0.75 and c['ci'][0] > 0, c
+    c = compare_auroc(ra.arrays['scores']['l1/topk'], blur.arrays['scores']['l1/topk'], test['labels'], n_boot=300)
+    assert ra.metrics['l1/topk']['auroc'] > 0.75 and c['ci'][0] > 0, c
 
 
 def test_nih_layout_end_to_end_and_cli(tmp_path):
@@ -83,12 +88,14 @@ def test_nih_layout_end_to_end_and_cli(tmp_path):
     r = run([BIN / 'restore-nb', 'train', 'anomaly', '--data', root, '--out', tmp_path / 'run', '--epochs', 2,
              '--size', 32, '--bs', 8, '--views', 'PA,AP'], env={'RESTORE_NB_HOME': str(tmp_path / 'home')})
     assert r.returncode == 0, r.stderr
-    assert 'train anomaly: ReversedAE' in r.stdout or 'train anomaly: ra' in r.stdout
-    r = run([BIN / 'restore-nb', 'eval', 'anomaly', '--ckpt', tmp_path / 'run', '--data', root, '--json', tmp_path / 'e.json'],
+    assert 'train anomaly: ReversedAE' in r.stdout
+    r = run([BIN / 'restore-nb', 'eval', 'anomaly', '--ckpt', tmp_path / 'run', '--data', root, '--json',
+             tmp_path / 'e.json'],
             env={'RESTORE_NB_HOME': str(tmp_path / 'home')})
     assert r.returncode == 0, r.stderr
     res = json.loads((tmp_path / 'e.json').read_text())
-    assert {'l1/mean', 'ssim/topk', 'perceptual/mean'} <= set(res['metrics']) and 'auroc_ci' in res['metrics']['l1/mean']
+    assert {'l1/mean', 'ssim/topk',
+            'perceptual/mean'} <= set(res['metrics']) and 'auroc_ci' in res['metrics']['l1/mean']
     assert res['groups'][res['best']]['kind'] and 'view' in res['groups'][res['best']]
     assert 'AUROC' in r.stdout and 'per kind' in r.stdout
     r = run([BIN / 'restore-nb', 'train', 'anomaly', '--data', tmp_path / 'missing', '--out', tmp_path / 'r2'])
@@ -98,7 +105,7 @@ def test_nih_layout_end_to_end_and_cli(tmp_path):
 def test_progressive_source_over_http(tmp_path, monkeypatch):
     "A remote NIH archive trains part by part: epoch 0 sees images_001 only."
     import zipfile
-    from restore_nb.streaming import LoopbackServer, ProgressiveSource, _HANDLES
+    from restore_nb.data.streaming import LoopbackServer, ProgressiveSource, _HANDLES
     monkeypatch.setenv('RESTORE_NB_HOME', str(tmp_path / 'home'))
     root = make_nih_folder(tmp_path / 'nih', n=36, size=32, findings=0.0)
     zp = tmp_path / 'nih.zip'
@@ -110,7 +117,8 @@ def test_progressive_source_over_http(tmp_path, monkeypatch):
             dls = anomaly_dataloaders(srv.url(), size=32, bs=4, n_train=8, n_valid=4, views=('PA', 'AP'), device='cpu')
             src = dls.train.dataset.source
             assert isinstance(src, ProgressiveSource) and src.part_names == ['images_001', 'images_002', 'images_003']
-            n0 = len(src); dls.train.dataset.set_epoch(2)
+            n0 = len(src)
+            dls.train.dataset.set_epoch(2)
             assert 0 < n0 < len(src) and all(src.source.names[i].startswith('images_001') for i in src.parts[0])
             x, y = dls.one_batch()
             assert x.shape == (4, 1, 32, 32) and torch.equal(x, y)

@@ -1,6 +1,5 @@
 """restore_nb.core beyond the notebook's demonstrations: file formats, broken files, crash safety, paths."""
-import json, os, signal, sys
-from pathlib import Path
+import json, signal, sys
 import numpy as np
 import pytest
 import torch
@@ -15,7 +14,8 @@ def test_png16_colour_keeps_full_precision(tmp_path):
     "Pillow truncates 16-bit colour PNGs to 8 bits; load_image must not."
     a = (np.arange(4 * 5 * 3, dtype=np.uint16).reshape(4, 5, 3) * 1021 + 7)
     import png
-    with open(tmp_path / 'c16.png', 'wb') as f: png.Writer(5, 4, greyscale=False, bitdepth=16).write(f, a.reshape(4, 15))
+    with open(tmp_path / 'c16.png', 'wb') as f:
+        png.Writer(5, 4, greyscale=False, bitdepth=16).write(f, a.reshape(4, 15))
     x = load_image(tmp_path / 'c16.png')
     assert x.shape == (3, 4, 5)
     np.testing.assert_array_equal(np.round(x.permute(1, 2, 0).numpy() * 65535).astype(np.uint16), a)
@@ -28,7 +28,9 @@ def test_png16_grey_from_pillow(tmp_path):
 
 
 def test_alpha_and_palette_are_dropped_to_rgb(tmp_path):
-    rgba = np.zeros((3, 4, 4), np.uint8); rgba[..., 0] = 200; rgba[..., 3] = 10
+    rgba = np.zeros((3, 4, 4), np.uint8)
+    rgba[..., 0] = 200
+    rgba[..., 3] = 10
     Image.fromarray(rgba, 'RGBA').save(tmp_path / 'a.png')
     x = load_image(tmp_path / 'a.png')
     assert x.shape == (3, 3, 4) and abs(x[0].mean().item() - 200 / 255) < 1e-6
@@ -100,12 +102,15 @@ def test_atomic_write_failure_keeps_old_and_cleans_up(tmp_path):
     target = tmp_path / 'w.bin'
     target.write_bytes(b'old')
     with pytest.raises(ZeroDivisionError):
-        with atomic_write(target) as f: f.write(b'new'); 1 / 0
+        with atomic_write(target) as f:
+            f.write(b'new')
+            1 / 0
     assert target.read_bytes() == b'old' and [p.name for p in tmp_path.iterdir()] == ['w.bin']
 
 
 def test_write_json_types(tmp_path):
-    p = write_json({'a': np.float32(1.5), 'b': torch.tensor(2.0), 'c': np.arange(3), 'd': tmp_path}, tmp_path / 'x.json')
+    p = write_json({'a': np.float32(1.5), 'b': torch.tensor(2.0), 'c': np.arange(3), 'd': tmp_path},
+                   tmp_path / 'x.json')
     assert json.loads(p.read_text()) == {'a': 1.5, 'b': 2.0, 'c': [0, 1, 2], 'd': str(tmp_path)}
     with pytest.raises(TypeError, match='not JSON serialisable'): write_json({'x': object()}, tmp_path / 'y.json')
     assert not (tmp_path / 'y.json').exists()
@@ -145,14 +150,16 @@ def test_default_device_env_override(monkeypatch):
 
 
 def test_persist_dir_priority(tmp_path, monkeypatch):
-    drive = tmp_path / 'drive'; (drive / 'MyDrive').mkdir(parents=True)
+    drive = tmp_path / 'drive'
+    (drive / 'MyDrive').mkdir(parents=True)
     monkeypatch.setattr(core, 'DRIVE_MOUNT', drive)
     monkeypatch.setenv('COLAB_RELEASE_TAG', 'test')           # pretend to be in Colab with Drive mounted
     monkeypatch.delenv('RESTORE_NB_HOME', raising=False)
     assert persist_dir('ckpt') == drive / 'MyDrive' / 'restore_nb' / 'ckpt'
     monkeypatch.setenv('RESTORE_NB_HOME', str(tmp_path / 'home'))   # an explicit choice wins
     assert persist_dir('ckpt') == tmp_path / 'home' / 'ckpt' and (tmp_path / 'home' / 'ckpt').is_dir()
-    monkeypatch.delenv('RESTORE_NB_HOME'); monkeypatch.delenv('COLAB_RELEASE_TAG')
+    monkeypatch.delenv('RESTORE_NB_HOME')
+    monkeypatch.delenv('COLAB_RELEASE_TAG')
     monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path / 'cache'))
     assert persist_dir(create=False) == tmp_path / 'cache' / 'restore_nb'
 

@@ -4,7 +4,9 @@ import pytest
 import torch
 from restore_nb.core import save_image
 from restore_nb.physics import Blur, motion_kernel, gaussian_kernel
-from restore_nb.data import ImageSource, DeblurPairs, kernel_sampler, load_kernels, deblur_dataloaders
+from restore_nb.data import ImageSource
+from restore_nb.physics import kernel_sampler, load_kernels
+from restore_nb.tasks.deblur import DeblurPairs, deblur_dataloaders
 
 
 @pytest.fixture
@@ -49,14 +51,16 @@ def test_pairs_are_the_physics_model_and_reproducible(folder):
 def test_training_pairs_change_with_epoch_and_resume_identically(folder):
     mk = lambda: DeblurPairs(ImageSource(folder), n=4, size=32, kernels=kernel_sampler(9), seed=1, train=True)
     a, b = mk(), mk()
-    a.set_epoch(3); b.set_epoch(3)
+    a.set_epoch(3)
+    b.set_epoch(3)
     assert torch.equal(a[1][0], b[1][0])
     b.set_epoch(4)
     assert not torch.equal(a[1][0], b[1][0])
 
 
 def test_pairs_reject_crops_smaller_than_kernels(folder):
-    with pytest.raises(ValueError, match='smaller than'): DeblurPairs(ImageSource(folder), size=16, kernels=kernel_sampler(31))
+    with pytest.raises(ValueError, match='smaller than'):
+        DeblurPairs(ImageSource(folder), size=16, kernels=kernel_sampler(31))
 
 
 def test_load_kernels_formats(tmp_path):
@@ -87,7 +91,8 @@ def test_load_kernels_matlab_v73(tmp_path):
     with open(p, 'r+b') as f: f.write(hdr.ljust(116) + b'\0' * 8 + b'\x00\x02IM')
     ks = load_kernels(p)
     assert len(ks) == 2
-    torch.testing.assert_close(ks[0] if ks[0].shape == k1.shape else ks[1], torch.from_numpy(k1).float(), rtol=0, atol=1e-6)
+    torch.testing.assert_close(ks[0] if ks[0].shape == k1.shape else ks[1], torch.from_numpy(k1).float(), rtol=0,
+                               atol=1e-6)
 
 
 def test_load_kernels_errors(tmp_path):
@@ -109,7 +114,8 @@ def test_zip_source_matches_folder_and_bounded_cache(folder, tmp_path):
     z = tmp_path / 'imgs.zip'
     with zipfile.ZipFile(z, 'w') as f:
         for p in sorted(folder.rglob('*.png')): f.write(p, p.relative_to(folder))
-        f.writestr('__MACOSX/._junk.png', b'xx'); f.writestr('broken.png', b'not a png')
+        f.writestr('__MACOSX/._junk.png', b'xx')
+        f.writestr('broken.png', b'not a png')
     s, fs = ImageSource(z, cache=1), ImageSource(folder)
     assert s.names == ['a/b/img1', 'a/img0', 'broken', 'c/img2']
     assert torch.equal(s[0], fs[0]) and torch.equal(s[3], fs[2])
@@ -121,12 +127,15 @@ def test_zip_source_matches_folder_and_bounded_cache(folder, tmp_path):
 
 def test_registered_source_and_unknown_scheme():
     from restore_nb.data import register_source, SOURCES
-    register_source('unittest', lambda spec, mode: [(f'{spec}-{i}', lambda i=i: torch.full((3, 8, 8), i / 2)) for i in range(2)])
+    register_source('unittest', lambda spec,
+                    mode: [(f'{spec}-{i}', lambda i=i: torch.full((3, 8, 8), i / 2)) for i in range(2)])
     try:
         s = ImageSource('unittest:x')
         assert s.names == ['x-0', 'x-1'] and s[1].mean() == 0.5
     finally: SOURCES.pop('unittest')
-    with pytest.raises(ValueError, match='unknown source'): ImageSource('nosuchscheme:x/y')      # kaggle: is registered once restore_nb.streaming is imported
+    with pytest.raises(ValueError, match='unknown '
+                                         'source'):  # kaggle: is registered once restore_nb.streaming is imported
+        ImageSource('nosuchscheme:x/y')
     with pytest.raises(ValueError, match='scheme'): register_source('k', lambda s, m: [])
 
 
@@ -142,10 +151,14 @@ def test_cfa_safe_crops_preserve_the_phase(name):
         c = random_crop(idx_img, 4 * P, torch.Generator().manual_seed(s), cfa=pat)
         assert torch.equal(c[0], torch.as_tensor(pat).repeat(4, 4).float())
     mosaic = Mosaic(name)(torch.rand(1, 3, 20 * P, 20 * P))[0]
-    crops = {tuple(random_crop(mosaic, 4 * P, torch.Generator().manual_seed(s), cfa=pat)[0, 0, :4].tolist()) for s in range(20)}
+    crops = {
+        tuple(random_crop(mosaic, 4 * P, torch.Generator().manual_seed(s), cfa=pat)[0, 0, :4].tolist())
+        for s in range(20)
+    }
     assert len(crops) > 10                                              # positions and transforms really vary
     assert cfa_transforms(pat)[0] == (0, 0)
-    with pytest.raises(ValueError, match='multiple of the CFA period'): random_crop(mosaic, 4 * P + 1, torch.Generator(), cfa=pat)
+    with pytest.raises(ValueError, match='multiple of the CFA period'):
+        random_crop(mosaic, 4 * P + 1, torch.Generator(), cfa=pat)
 
 
 def test_degraded_pairs_with_a_pipeline(folder):

@@ -1,11 +1,12 @@
-"""restore_nb.deconv: solvers against references and exact properties; the unrolled network's contracts."""
+"""restore_nb.solvers and models.unrolled: solvers against references and exact properties; the network's contracts."""
 import numpy as np
 import pytest
 import torch
-from restore_nb.core import save_model, load_model
+from restore_nb.core import save_model, load_model, count_parameters
 from restore_nb.physics import Blur, motion_kernel, shake_kernel, gaussian_kernel
-from restore_nb.deconv import (richardson_lucy, zero_padded_richardson_lucy, wiener, tv_divergence, project_simplex,
-                               blind_richardson_lucy, UnrolledRL, UnrolledRLConfig, UNet, count_parameters, mirror_extend)
+from restore_nb.solvers import (richardson_lucy, zero_padded_richardson_lucy, wiener, tv_divergence, project_simplex,
+                                blind_richardson_lucy, mirror_extend)
+from restore_nb.models import UnrolledRL, UnrolledRLConfig, UNet
 
 g = torch.Generator().manual_seed(0)
 X = torch.rand(3, 3, 40, 48, generator=g, dtype=torch.float64)
@@ -37,7 +38,8 @@ def test_rl_batch_with_per_image_kernels_equals_single_runs():
     y = A(X)
     batch = richardson_lucy(y, A, iters=8)
     for i in range(3):
-        torch.testing.assert_close(batch[i:i + 1], richardson_lucy(y[i:i + 1], Blur(ks[i]), iters=8), rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(batch[i:i + 1], richardson_lucy(y[i:i + 1], Blur(ks[i]), iters=8), rtol=1e-10,
+                                   atol=1e-12)
 
 
 def test_rl_early_stopping_freezes_each_image_independently():
@@ -45,7 +47,7 @@ def test_rl_early_stopping_freezes_each_image_independently():
     y = A(X)
     y[0] = 0.5                                  # image 0 is flat: a fixed point, converged at once
     calls = []
-    out = richardson_lucy(y, A, iters=20, tol=1e-6, callback=lambda t, x: calls.append(x.clone()))
+    richardson_lucy(y, A, iters=20, tol=1e-6, callback=lambda t, x: calls.append(x.clone()))
     assert len(calls) == 20                     # the textured images keep going ...
     assert all(torch.equal(c[0], calls[0][0]) for c in calls)      # ... while image 0 stopped changing
     assert not torch.equal(calls[1][1], calls[-1][1])
@@ -59,14 +61,16 @@ def test_rl_monotone_likelihood_noise_free():
     A = Blur(motion_kernel(9, 30.0).double(), boundary='circular')
     y = A(X[:1]) + 0.01
     ll = []
-    richardson_lucy(y, A, iters=15, eps=1e-12, callback=lambda t, x: ll.append(float((y * torch.log(A(x)) - A(x)).sum())))
+    richardson_lucy(y, A, iters=15, eps=1e-12, callback=lambda t,
+                    x: ll.append(float((y * torch.log(A(x)) - A(x)).sum())))
     assert all(b >= a - 1e-9 for a, b in zip(ll, ll[1:]))
 
 
 def test_tv_divergence_vanishes_on_ramps_and_is_sign_correct():
     ramp = torch.linspace(0, 1, 20).view(1, 1, 1, 20).expand(1, 1, 16, 20).double()
     assert tv_divergence(ramp)[..., 1:-1, 1:-2].abs().max() < 1e-8     # zero up to rounding of the ramp
-    spike = torch.zeros(1, 1, 9, 9, dtype=torch.float64); spike[..., 4, 4] = 1
+    spike = torch.zeros(1, 1, 9, 9, dtype=torch.float64)
+    spike[..., 4, 4] = 1
     assert tv_divergence(spike)[..., 4, 4] < 0    # a local maximum has negative curvature
 
 
@@ -110,19 +114,23 @@ def test_blind_rl_outputs_and_errors():
 def test_unrolled_rl_is_batch_independent_and_takes_per_image_kernels():
     torch.manual_seed(0)
     net = UnrolledRL(layers=3, prior_width=8).eval()
-    y = X.float(); ks = torch.stack([motion_kernel(7, a, size=9) for a in (0.0, 45.0, 90.0)])
+    y = X.float()
+    ks = torch.stack([motion_kernel(7, a, size=9) for a in (0.0, 45.0, 90.0)])
     with torch.no_grad():
-        full = net(y, ks)
-        for i in range(3): torch.testing.assert_close(full[i:i + 1], net(y[i:i + 1], ks[i:i + 1]), rtol=1e-5, atol=1e-6)
+        full = net(y, Blur(ks))
+        for i in range(3):
+            torch.testing.assert_close(full[i:i + 1], net(y[i:i + 1], Blur(ks[i:i + 1])), rtol=1e-5, atol=1e-6)
 
 
 def test_unrolled_rl_bad_inputs():
     net = UnrolledRL(layers=2)
     y = X[:2].float()
-    with pytest.raises(ValueError, match='needs the blur kernel'): net(y)
-    with pytest.raises(ValueError, match='2 images'): net(y, torch.ones(3, 5, 5) / 25)
-    with pytest.raises(ValueError, match=r'\(B,3,H,W\)'): net(y[:, :1])
-    with pytest.raises(ValueError): net(y, torch.full((5, 5), float('nan')))
+    with pytest.raises(ValueError, match='needs the blur operator'): net(y)
+    with pytest.raises(ValueError, match='needs the blur operator'):  # a tensor is not an operator
+        net(y, torch.ones(1, 5, 5) / 25)
+    with pytest.raises(ValueError, match='2 images'): net(y, Blur(torch.ones(3, 5, 5) / 25))
+    with pytest.raises(ValueError, match=r'\(B,3,H,W\)'): net(y[:, :1], Blur(torch.ones(5, 5) / 25))
+    with pytest.raises(ValueError): net(y, Blur(torch.full((5, 5), float('nan'))))
     with pytest.raises(ValueError, match='layers'): UnrolledRL(layers=0)
     with pytest.raises(ValueError, match='kernel_size'): UnrolledRL(blind=True, kernel_size=8)
 
@@ -134,7 +142,9 @@ def test_unet_any_size_identity_at_init():
     assert count_parameters(UNet(width=16)) > count_parameters(UnrolledRL())
 
 
-@pytest.mark.parametrize('cfg', [UnrolledRLConfig(layers=2, prior_width=8), UnrolledRLConfig(layers=2, blind=True, kernel_size=9, prior_width=8)])
+@pytest.mark.parametrize('cfg',
+                         [UnrolledRLConfig(layers=2, prior_width=8), UnrolledRLConfig(layers=2, blind=True,
+                                                                                      kernel_size=9, prior_width=8)])
 def test_checkpoint_round_trip_reproduces_outputs(tmp_path, cfg):
     torch.manual_seed(1)
     net = UnrolledRL(cfg)
@@ -142,6 +152,7 @@ def test_checkpoint_round_trip_reproduces_outputs(tmp_path, cfg):
         for p in net.parameters(): p.add_(0.01 * torch.randn_like(p))
     save_model(net, tmp_path / 'ck')
     net2 = load_model(tmp_path / 'ck')
-    y = X[:1].float(); k = gaussian_kernel(1.0, size=9)
-    with torch.no_grad(): torch.testing.assert_close(net.eval()(y, k), net2(y, k), rtol=0, atol=0)
+    y = X[:1].float()
+    k = gaussian_kernel(1.0, size=9)
+    with torch.no_grad(): torch.testing.assert_close(net.eval()(y, Blur(k)), net2(y, Blur(k)), rtol=0, atol=0)
     assert net2.config == cfg

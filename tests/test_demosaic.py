@@ -1,13 +1,21 @@
-"""restore_nb.demosaic: CFA encoding, the baseline, training pairs, the network, the evaluation protocol."""
+"""The demosaicing task: CFA encoding, the baseline, training pairs, the network, the protocol, the benchmark."""
 import numpy as np
 import pytest
 import torch
-from restore_nb.physics import Mosaic, _CFA
-from restore_nb.raw import mosaic_with
-from restore_nb.data import ImageSource
-from restore_nb.demosaic import (cfa_masks, normalized_conv, DemosaicNet, DemosaicPairs, demosaic_dataloaders, demosaic_learner,
-                                 evaluate_demosaic, baseline_method, classical_method, libraw_method, net_method, to_linear, to_srgb,
-                                 TorturePairs, TeacherPairs, MixedPairs, torture_set, srgb_encode, camera_noise, bench_demosaic)
+from restore_nb.core import to_linear, to_srgb, srgb_encode
+from restore_nb.physics import Mosaic, CameraNoise, CFA_PATTERNS as _CFA
+from restore_nb.data.raw import mosaic_with
+from restore_nb.data import ImageSource, MixedPairs
+from restore_nb.models import normalized_conv, DemosaicNet
+from restore_nb.tasks.demosaic import (DemosaicPairs, demosaic_dataloaders, demosaic_learner, evaluate_demosaic,
+                                       baseline_method,
+                                       classical_method, libraw_method, TorturePairs, TeacherPairs, torture_set)
+from restore_nb.bench.demosaic import DemosaicBench, DemosaicBenchOptions
+
+
+def cfa_masks(pattern, H, W): return Mosaic(pattern).mask(H, W)
+def op(masks, sigma=None): return Mosaic(masks=masks, noise=None if sigma is None else CameraNoise(sigma))
+def psnr_of(res, m, deg): return res.metrics[m][deg]['psnr']
 
 
 @pytest.mark.parametrize('name', ['RGGB', 'GRBG', 'XTRANS'])
@@ -34,9 +42,10 @@ def test_baseline_is_bilinear_on_bayer():
 def test_untrained_network_is_the_baseline_and_keeps_hdr():
     net = DemosaicNet(width=8, blocks=1, half_blocks=1)
     x = 2 * torch.rand(1, 3, 24, 24)                                 # linear values up to 2
-    y = mosaic_with(x, _CFA['XTRANS']); m = cfa_masks(_CFA['XTRANS'], 24, 24)[None]
-    assert torch.allclose(net(y, m), normalized_conv(y, m)) and net(y, m).max() > 1.5
-    with pytest.raises(ValueError, match='sigma'): DemosaicNet(width=8, blocks=1, noise_level=True)(y, m)
+    y = mosaic_with(x, _CFA['XTRANS'])
+    m = cfa_masks(_CFA['XTRANS'], 24, 24)[None]
+    assert torch.allclose(net(y, op(m)), normalized_conv(y, m)) and net(y, op(m)).max() > 1.5
+    with pytest.raises(ValueError, match='Mosaic'): net(y, None)
 
 
 def test_pairs_are_consistent_and_noise_is_applied():
@@ -52,13 +61,16 @@ def test_pairs_are_consistent_and_noise_is_applied():
 
 
 def test_evaluate_protocol_and_classical_methods():
-    res = {n: evaluate_demosaic(f, 'builtin', 'bayer', max_images=2, crop=60) for n, f in
-           (('bilinear', classical_method('bilinear')), ('menon', classical_method('menon')), ('ours0', baseline_method()), ('ahd', libraw_method('AHD')))}
-    assert set(res['menon']) == {'task', 'protocol', 'metrics', 'per_image'}
-    assert res['menon']['metrics']['psnr'] > res['bilinear']['metrics']['psnr']
-    assert res['ours0']['metrics']['psnr'] == pytest.approx(res['bilinear']['metrics']['psnr'], abs=0.3)   # border handling differs
-    assert res['ahd']['metrics']['psnr'] > res['bilinear']['metrics']['psnr'] - 1
-    with pytest.raises(ValueError, match='Bayer'): evaluate_demosaic(classical_method('menon'), 'builtin', 'xtrans', max_images=1, crop=60)
+    res = evaluate_demosaic({'bilinear': classical_method('bilinear'), 'menon': classical_method('menon'),
+                             'ours0': baseline_method(),
+                             'ahd': libraw_method('AHD')}, 'builtin', 'bayer', max_images=2, crop=60)
+    d = 'bayer σ=0'
+    assert {'task', 'protocol', 'metrics', 'per_image'} <= set(res.to_dict())
+    assert psnr_of(res, 'menon', d) > psnr_of(res, 'bilinear', d)
+    assert psnr_of(res, 'ours0', d) == pytest.approx(psnr_of(res, 'bilinear', d), abs=1.0)   # border handling differs
+    assert psnr_of(res, 'ahd', d) > psnr_of(res, 'bilinear', d) - 1
+    with pytest.raises(ValueError, match='Bayer'):
+        evaluate_demosaic(classical_method('menon'), 'builtin', 'xtrans', max_images=1, crop=60)
     x = torch.rand(1, 3, 8, 8)
     assert torch.allclose(to_srgb(to_linear(x)), x, atol=1e-5)
 
@@ -74,8 +86,8 @@ def test_learner_losses_and_spaces():
 
 
 def test_training_beats_the_baseline():
-    """A network that learns: fitted to a fixed set of crops, its loss falls well below the baseline's (where it starts).
-    Linear-space loss: the sRGB-space default needs longer to leave the baseline (see the loss study in 07_demosaic)."""
+    """A network that learns: fitted to a fixed set of crops, its loss falls well below the baseline's (its start).
+    Linear-space loss: the sRGB-space default needs longer to leave the baseline (the loss study of the task's page)."""
     from restore_nb.core import set_seed
     from restore_nb.data import make_dataloaders
     set_seed(0)
@@ -91,9 +103,10 @@ def test_samples_are_kept_without_noise_and_denoised_with_it():
     torch.manual_seed(0)
     net = DemosaicNet(width=8, blocks=1, half_blocks=1, noise_level=True)
     torch.nn.init.normal_(net.tail.weight, std=0.1)
-    x = torch.rand(2, 3, 30, 30); pat = _CFA['XTRANS']
+    x = torch.rand(2, 3, 30, 30)
+    pat = _CFA['XTRANS']
     y, m = mosaic_with(x, pat), cfa_masks(pat, 30, 30)[None]
-    out = net(y, m, torch.tensor([0.0, 0.01]))
+    out = net(y, op(m.expand(2, -1, -1, -1), torch.tensor([0.0, 0.01])))
     assert torch.allclose((out[:1] * m).sum(1, keepdim=True), y[:1], atol=1e-6)          # σ = 0: measured values pass
     assert ((out[1:] * m).sum(1, keepdim=True) - y[1:]).abs().max() > 1e-3                # σ > 0: they are estimated
 
@@ -106,7 +119,7 @@ def test_srgb_encode_extends_the_curve():
 
 
 def test_mixed_torture_and_teacher_items(tmp_path):
-    from restore_nb.raw import RawPairs, write_dng
+    from restore_nb.data.raw import RawPairs, write_dng
     src = ImageSource('builtin')
     im = to_linear(src[0][:, :96, :96])
     write_dng(tmp_path/'a.dng', mosaic_with(im, _CFA['RGGB'])[0], _CFA['RGGB'])
@@ -119,9 +132,11 @@ def test_mixed_torture_and_teacher_items(tmp_path):
     mix = MixedPairs({'nat': (nat, 0.5), 'teacher': (te, 0.3), 'torture': (tp, 0.2)}, n=3000, seed=4)
     freq = np.bincount([mix.which(i)[0] for i in range(3000)], minlength=3) / 3000
     assert np.allclose(freq, [0.5, 0.3, 0.2], atol=0.03)
-    mix.set_epoch(2); assert nat.epoch == 2 and te.pairs.epoch == 2
+    mix.set_epoch(2)
+    assert nat.epoch == 2 and te.pairs.epoch == 2
     with pytest.raises(ValueError, match='share'): MixedPairs({'nat': (nat, -1.0)})
-    with pytest.raises(ValueError, match='shares of the mix'): demosaic_dataloaders(size=24, teacher=tmp_path, teacher_share=0.8, torture=0.3)
+    with pytest.raises(ValueError, match='shares of the mix'):
+        demosaic_dataloaders(size=24, teacher=tmp_path, teacher_share=0.8, torture=0.3)
     with pytest.raises(ValueError, match='menon'): classical_method('ahd')
     noisy = TeacherPairs(RawPairs(tmp_path, size=24, n=8), noise=0.02)
     y, m, s, x = noisy[0]
@@ -130,28 +145,28 @@ def test_mixed_torture_and_teacher_items(tmp_path):
 
 def test_evaluate_on_torture_and_tensors():
     r = evaluate_demosaic(baseline_method(), 'torture', 'xtrans', max_images=2)
-    assert r['protocol']['images'] == 2 and r['per_image'][0]['image'].startswith('stripes')
+    assert r.protocol['images'] == 2 and r.per_image[0]['image'].startswith('stripes')
     t = torch.rand(2, 3, 36, 36)
-    assert evaluate_demosaic(baseline_method(), t, 'bayer')['protocol']['images'] == 2
+    assert evaluate_demosaic(baseline_method(), t, 'bayer').protocol['images'] == 2
     with pytest.raises(ValueError, match='tensor'): evaluate_demosaic(baseline_method(), torch.rand(3, 8, 8), 'bayer')
     assert len(torture_set(4, 48)) == 4
 
 
 def test_camera_noise_variance():
     y = torch.full((1, 1, 200, 200), 0.25)
-    g = torch.Generator().manual_seed(0)
-    n = camera_noise(y, 0.01, g) - y
+    n = CameraNoise(0.01)(y, seed=0) - y
     assert n.var().item() == pytest.approx(0.01 * 0.25 + 0.01 ** 2, rel=0.05)
-    assert torch.equal(camera_noise(y, 0.0), y)
+    assert torch.equal(CameraNoise(0.0)(y), y)
 
 
 def test_bench_demosaic_quick(tmp_path):
     import json
-    res = bench_demosaic('builtin', tmp_path/'b.json', tmp_path/'runs', quick=True)
+    DemosaicBench()(DemosaicBenchOptions(json=str(tmp_path/'b.json'), out=str(tmp_path/'runs'), quick=True))
     rows = json.loads((tmp_path/'b.json').read_text())['rows']
     methods = {(r['cfa'], r['method']) for r in rows}
-    assert ('bayer', 'menon') in methods and ('xtrans', 'libraw_markesteijn') in methods and ('xtrans', 'DemosaicNet') in methods
-    assert {r['noise'] for r in rows} == {0.0, 0.01}
+    assert ('bayer', 'menon') in methods and ('xtrans', 'libraw_markesteijn') in methods and ('xtrans',
+                                                                                              'DemosaicNet') in methods
+    assert {r['noise'] for r in rows} == {0.0, 2.55}
     assert json.loads((tmp_path/'b.json').read_text())['metrics']['xtrans sigma=0']['DemosaicNet']['psnr'] > 0
     assert '| bayer | 0 | menon |' in (tmp_path/'b.md').read_text()
     assert (tmp_path/'runs'/'demosaic_xtrans'/'model.safetensors').exists()

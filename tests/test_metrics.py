@@ -1,4 +1,4 @@
-"""restore_nb.metrics: agreement with scikit-image / scikit-learn, known values, input errors, losses, offline behaviour."""
+"""restore_nb.metrics and losses: agreement with scikit-image / scikit-learn, known values, errors, offline use."""
 import math
 import numpy as np
 import pytest
@@ -10,9 +10,10 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from sklearn.metrics import roc_auc_score
 
 import restore_nb.metrics as M
-from restore_nb.metrics import (rgb_to_y, rgb_to_cbcr, psnr, ssim, LPIPS, lpips_distance, auroc, L1Loss, MSELoss,
-                                SSIMLoss, GradientLoss, ChromaLoss, PerceptualLoss, KernelLoss, CombinedLoss,
-                                psnr_metric, ssim_metric, DEMOSAIC_WEIGHTS)
+from restore_nb.metrics import rgb_to_y, psnr, ssim, LPIPS, lpips_distance, auroc
+from restore_nb.losses import (rgb_to_cbcr, L1Loss, MSELoss, SSIMLoss, GradientLoss, ChromaLoss, PerceptualLoss,
+                               KernelLoss,
+                               CombinedLoss, psnr_metric, ssim_metric, DEMOSAIC_WEIGHTS)
 from restore_nb.core import sample_images
 
 
@@ -90,7 +91,8 @@ def test_psnr_border_and_y_channel_equal_manual_computation():
     manual = psnr(rgb_to_y(x)[..., b:-b, b:-b], rgb_to_y(y)[..., b:-b, b:-b], reduction='none')
     torch.testing.assert_close(psnr(x, y, y_channel=True, border=b, reduction='none'), manual)
     # errors only in the border are invisible with border cropping
-    z = y.clone(); z[..., :b, :] += 0.3
+    z = y.clone()
+    z[..., :b, :] += 0.3
     assert psnr(z, y, border=b).item() == math.inf and psnr(z, y).item() < 40
 
 
@@ -275,7 +277,8 @@ def test_losses_equal_their_definitions():
     torch.testing.assert_close(MSELoss()(x, y), F.mse_loss(x, y))
     torch.testing.assert_close(SSIMLoss()(x, y), 1 - ssim(x, y))
     # gradient loss on a tiny example by hand
-    p = torch.tensor([[[[0., 1.], [3., 5.]]]]); t = torch.zeros_like(p)
+    p = torch.tensor([[[[0., 1.], [3., 5.]]]])
+    t = torch.zeros_like(p)
     # dx = [1, 2] -> mean 1.5; dy = [3, 4] -> mean 3.5
     assert GradientLoss()(p, t).item() == pytest.approx(5.0)
     ref = np.abs(rgb2ycbcr(_np(x[0]))[..., 1:] - rgb2ycbcr(_np(y[0]))[..., 1:]).mean() / 255
@@ -305,7 +308,8 @@ def test_perceptual_loss_random_weights_fixed_frozen_and_eval():
     assert not torch.equal(a(x, y), PerceptualLoss(layers=('relu1_2', 'relu2_2'), seed=1)(x, y))
     assert not any(p.requires_grad for p in a.parameters())
     assert len(a.features) == 9                                       # truncated after relu2_2 (index 8)
-    a.train(); assert not a.features.training
+    a.train()
+    assert not a.features.training
     # default equal weights: the loss is the mean of the single-layer losses
     one = [PerceptualLoss(layers=(l,))(x, y) for l in ('relu1_2', 'relu2_2')]
     torch.testing.assert_close(a(x, y), (one[0] + one[1]) / 2)
@@ -347,7 +351,8 @@ def test_kernel_loss_shift_invariance():
     assert per1.shape == (2,) and per1[0].item() < 1e-6 and per1[1].item() > 0.1
     assert s2(ks, k).item() < 1e-6 and plain.item() > s1.item() > 0
     # no mass is lost off the frame: shifting a corner spike out of the frame does not make it vanish
-    e = torch.zeros(1, 5, 5); e[0, 0, 0] = 1.
+    e = torch.zeros(1, 5, 5)
+    e[0, 0, 0] = 1.
     assert KernelLoss(shift=2)(e, e.roll(1, 2)).item() < 1e-6
     assert KernelLoss(shift=2)(e, torch.zeros_like(e)).item() == pytest.approx(1.0)
 
@@ -387,7 +392,8 @@ def test_combined_loss_forms_and_errors():
     torch.testing.assert_close(cl(x, y), F.l1_loss(x, y) + 0.5 * (1 - ssim(x, y)))
     cd = CombinedLoss({'mse': (MSELoss(), 2.0), 'fn': (lambda p, t: (p - t).abs().max(), 1.0), 'plain': L1Loss()})
     torch.testing.assert_close(cd(x, y), 2 * F.mse_loss(x, y) + (x - y).abs().max() + F.l1_loss(x, y))
-    p = x.clone().requires_grad_(); cd(p, y).backward()
+    p = x.clone().requires_grad_()
+    cd(p, y).backward()
     assert all(not v.requires_grad for v in cd.last.values())
     with pytest.raises(ValueError, match=r"unknown loss name\(s\) \['tv'\]"): CombinedLoss(l1=1.0, tv=0.1)
     with pytest.raises(ValueError, match='not both'): CombinedLoss({'l1': L1Loss()}, l1=1.0)

@@ -41,7 +41,8 @@ def test_colab_quickstart_runs_locally(tmp_path):
     "The Colab notebook runs outside Colab: Colab-only cells are skipped, outputs land in persist_dir()."
     execute(ROOT / 'colab' / '00_quickstart.ipynb', env={'RESTORE_NB_HOME': str(tmp_path)})
     out = tmp_path / 'quickstart'
-    for f in ('report.md', 'metrics.json', 'grid.png', 'kernels.png', 'run/model.safetensors'): assert (out / f).exists(), f
+    for f in ('report.md', 'metrics.json', 'grid.png', 'kernels.png', 'run/model.safetensors'):
+        assert (out / f).exists(), f
 
 
 def test_colab_train_notebook_disconnects_and_resumes_locally(tmp_path):
@@ -57,7 +58,8 @@ def test_colab_train_notebook_disconnects_and_resumes_locally(tmp_path):
 def test_colab_imgae_dx_notebook_runs_locally(tmp_path):
     "colab/02_imgae_dx: without Kaggle credentials it trains both models on an NIH-layout stand-in and evaluates them."
     import json
-    execute(ROOT / 'colab' / '02_imgae_dx.ipynb', env={'RESTORE_NB_HOME': str(tmp_path), 'KAGGLE_CONFIG_DIR': str(tmp_path / 'nokaggle'),
+    execute(ROOT / 'colab' / '02_imgae_dx.ipynb', env={'RESTORE_NB_HOME': str(tmp_path),
+                                                       'KAGGLE_CONFIG_DIR': str(tmp_path / 'nokaggle'),
                                                        'KAGGLE_API_TOKEN': '', 'KAGGLE_USERNAME': '', 'KAGGLE_KEY': ''})
     runs = sorted((tmp_path / 'runs').glob('v2.*_imgae_*'))
     assert [r.name.split('_', 1)[1] for r in runs] == ['imgae_unet', 'imgae_ra'] or len(runs) == 2

@@ -37,7 +37,8 @@ def scipy_blur(x, k, mode):
 @pytest.mark.parametrize('kshape', [(1, 1), (3, 3), (7, 5), (1, 9), (15, 15)])
 def test_blur_matches_scipy_float64(boundary, mode, kshape):
     x, k = rand(2, 3, 17, 22, seed=1), rand(*kshape, seed=2)
-    np.testing.assert_allclose(Blur(k, boundary)(x).numpy(), scipy_blur(x, k[None], mode), rtol=0, atol=1e-10 * k.sum().item())
+    np.testing.assert_allclose(Blur(k, boundary)(x).numpy(), scipy_blur(x, k[None], mode), rtol=0,
+                               atol=1e-10 * k.sum().item())
 
 
 @pytest.mark.parametrize('boundary,mode', BOUNDARIES)
@@ -150,7 +151,8 @@ def test_every_linear_operator_is_exactly_adjoint(op):
 def test_downsample_definitions():
     x = rand(2, 3, 24, 36, seed=12)
     torch.testing.assert_close(Downsample(3)(x), F.avg_pool2d(x, 3))
-    torch.testing.assert_close(Downsample(2, 'bilinear')(x), F.interpolate(x, size=(12, 18), mode='bilinear', antialias=True))
+    torch.testing.assert_close(Downsample(2, 'bilinear')(x),
+                               F.interpolate(x, size=(12, 18), mode='bilinear', antialias=True))
     torch.testing.assert_close(Downsample(3, 'gaussian')(x), blur(x, gaussian_kernel(1.5))[..., 1::3, 1::3])
     assert Downsample(4, 'bicubic')(x).shape == (2, 3, 6, 9)
     assert Downsample(4, 'bicubic').adjoint(rand(2, 3, 6, 9)).shape == (2, 3, 24, 36)
@@ -234,14 +236,16 @@ def test_gaussian_and_disk_kernels():
     for sigma, size in [(0.5, 5), (1.0, 7), (1.2, 9), (3.0, 19)]:
         g = gaussian_kernel(sigma)
         assert g.shape == (size, size) and abs(g.sum().item() - 1) < 1e-6
-        torch.testing.assert_close(g, g.T); torch.testing.assert_close(g, g.flip(0))
+        torch.testing.assert_close(g, g.T)
+        torch.testing.assert_close(g, g.flip(0))
     g = gaussian_kernel(1.5, size=31).double()
     c = torch.arange(31, dtype=D64) - 15
     assert abs((g.sum(0) * c**2).sum().item() - 2.25) < 1e-6
     for r in (1.0, 2.5, 4.0, 6.3):
         d = disk_kernel(r)
         assert d.shape[0] % 2 == 1 and abs(d.sum().item() - 1) < 1e-6
-        torch.testing.assert_close(d, d.T); torch.testing.assert_close(d, d.flip(1))
+        torch.testing.assert_close(d, d.T)
+        torch.testing.assert_close(d, d.flip(1))
         assert d.max().item() == pytest.approx(1 / (math.pi * r * r), rel=0.02)   # interior = 1 / area
         assert (d[d.shape[0] // 2, 0] > 0)                                         # the edge pixel is partly covered
     assert disk_kernel(4.0).shape == (9, 9) and disk_kernel(4.0, size=15).shape == (15, 15)
@@ -316,7 +320,8 @@ def test_jpeg_error_decreases_with_quality_and_is_deterministic():
     y = JPEG((10, 90))(x, seed=0)
     assert y.shape == x.shape and y.dtype == torch.float32 and y.min() >= 0 and y.max() <= 1
     assert torch.equal(y, JPEG((10, 90))(x, seed=0))
-    j = JPEG((30, 32)); j(x.repeat(8, 1, 1, 1), seed=3)
+    j = JPEG((30, 32))
+    j(x.repeat(8, 1, 1, 1), seed=3)
     assert set(j.last_params['quality'].tolist()) <= {30, 31, 32}
     assert JPEG(50)(x[:, :1]).shape == (2, 1, 96, 96)
 
@@ -328,7 +333,8 @@ def test_compose_forward_adjoint_and_noise():
     x = rand(2, 3, 32, 32, dtype=torch.float32)
     torch.testing.assert_close(c(x, generator=torch.Generator().manual_seed(0)),
                                ops[2](ops[1](ops[0](x)), generator=torch.Generator().manual_seed(0)))
-    assert torch.equal(c(x, generator=torch.Generator().manual_seed(0)), c(x, generator=torch.Generator().manual_seed(0)))
+    assert torch.equal(c(x, generator=torch.Generator().manual_seed(0)),
+                       c(x, generator=torch.Generator().manual_seed(0)))
     lin = Compose(*ops[:2])
     y = rand(2, 3, 16, 16, dtype=torch.float32)
     torch.testing.assert_close(lin.adjoint(y), ops[0].adjoint(ops[1].adjoint(y)))
@@ -349,7 +355,8 @@ def test_autocast_and_half_inputs_compute_in_float32():
         y, ya = A(x), A.adjoint(x)
         d = Downsample(2, 'gaussian')(x)
     assert y.dtype == ya.dtype == d.dtype == torch.float32
-    torch.testing.assert_close(y, ref); torch.testing.assert_close(ya, refa)
+    torch.testing.assert_close(y, ref)
+    torch.testing.assert_close(ya, refa)
     y16 = A(x.half())
     assert y16.dtype == torch.float32
     torch.testing.assert_close(y16, A(x.half().float()))
@@ -364,7 +371,8 @@ def test_cuda_matches_cpu():
         Ac = Blur(A.kernel, boundary).cuda()
         torch.testing.assert_close(Ac(x.cuda()).cpu(), A(x), atol=1e-5, rtol=0)
         torch.testing.assert_close(Ac.adjoint(x.cuda()).cpu(), A.adjoint(x), atol=1e-5, rtol=0)
-        torch.testing.assert_close(Ac.kernel_adjoint(x.cuda(), x.cuda()).cpu(), A.kernel_adjoint(x, x), atol=1e-3, rtol=1e-4)
+        torch.testing.assert_close(Ac.kernel_adjoint(x.cuda(), x.cuda()).cpu(), A.kernel_adjoint(x, x), atol=1e-3,
+                                   rtol=1e-4)
         with torch.autocast('cuda', dtype=torch.float16):
             assert Ac(x.cuda()).dtype == torch.float32
     g = torch.Generator().manual_seed(0)
@@ -387,13 +395,15 @@ BAD = [
     (lambda: Blur(torch.ones(3, 3), 'zero'), 'boundary must be one of'),
     (lambda: Blur(torch.ones(9, 9))(torch.rand(1, 3, 8, 16)), 'larger than the image'),
     (lambda: blur(torch.rand(1, 3, 16, 8), torch.ones(3, 9)), 'larger than the image'),
-    (lambda: Blur(torch.ones(3, 5, 5))(torch.rand(2, 3, 16, 16)), 'kernel batch (3) does not match the image batch (2)'),
+    (lambda: Blur(torch.ones(3, 5, 5))(torch.rand(2, 3, 16, 16)), 'kernel batch (3) does not match the image batch '
+                                                                  '(2)'),
     (lambda: blur_adjoint(torch.rand(2, 3, 16, 16), torch.ones(3, 5, 5)), 'kernel batch (3)'),
     (lambda: Blur(torch.ones(3, 3))(NAN), 'x contains NaN or Inf'),
     (lambda: Blur(torch.ones(3, 3)).adjoint(NAN), 'y contains NaN or Inf'),
     (lambda: Blur(torch.ones(3, 3))(torch.rand(3, 8, 8)), 'shape (B,C,H,W)'),
     (lambda: Blur(torch.ones(3, 3))(torch.ones(1, 1, 8, 8, dtype=torch.int64)), 'floating-point'),
-    (lambda: Blur(torch.ones(3, 3)).kernel_adjoint(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 9)), 'r must have the shape of x'),
+    (lambda: Blur(torch.ones(3, 3)).kernel_adjoint(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 9)), 'r must have the '
+                                                                                                    'shape of x'),
     (lambda: Blur(torch.ones(3, 3)).kernel_adjoint(torch.rand(1, 3, 8, 8), NAN), 'r contains NaN'),
     (lambda: check_kernel('abc'), 'kernel must be a tensor or array of numbers'),
     (lambda: check_kernel(torch.ones(4, 4), name='psf'), 'psf must have odd'),

@@ -3,10 +3,20 @@ import numpy as np
 import pytest
 import torch
 from restore_nb.physics import Mosaic
-from restore_nb.raw import load_raw, write_dng, raw_to_rgb, mosaic_with, RawPairs, torture_patterns, grid_score, TORTURE_FAMILIES
+from restore_nb.data.raw import (
+    load_raw,
+    write_dng,
+    raw_to_rgb,
+    mosaic_with,
+    RawPairs,
+    torture_patterns,
+    grid_score,
+    TORTURE_FAMILIES,
+)
 
 
-@pytest.mark.parametrize('name,phase', [('RGGB', (0, 0)), ('RGGB', (1, 0)), ('RGGB', (1, 1)), ('BGGR', (0, 1)), ('XTRANS', (2, 3))])
+@pytest.mark.parametrize('name,phase',
+                         [('RGGB', (0, 0)), ('RGGB', (1, 0)), ('RGGB', (1, 1)), ('BGGR', (0, 1)), ('XTRANS', (2, 3))])
 def test_dng_round_trip_reads_pattern_and_phase_from_the_file(tmp_path, name, phase):
     m = Mosaic(name, phase=phase)
     size = 516 if name == 'XTRANS' else 48
@@ -19,7 +29,9 @@ def test_dng_round_trip_reads_pattern_and_phase_from_the_file(tmp_path, name, ph
 
 
 def test_values_above_white_are_kept_and_black_is_subtracted(tmp_path):
-    raw = np.full((32, 32), 1000, np.uint16); raw[0, 0] = 4095; raw[1, 1] = 100   # LibRaw rejects tiny files
+    raw = np.full((32, 32), 1000, np.uint16)
+    raw[0, 0] = 4095
+    raw[1, 1] = 100  # LibRaw rejects tiny files
     write_dng(tmp_path / 'b.dng', raw, Mosaic('RGGB').pattern, black=100, white=3000)
     r = load_raw(tmp_path / 'b.dng')
     assert r.cfa[0, 0, 0] > 1.0 and r.cfa[0, 1, 1] == 0.0
@@ -32,8 +44,10 @@ def test_corrupt_and_unsupported_files(tmp_path):
     (tmp_path / 'y.raf').write_bytes(b'')
     with pytest.raises(ValueError, match=r'y\.raf'): raw_to_rgb(tmp_path / 'y.raf')
     with pytest.raises(FileNotFoundError): load_raw(tmp_path / 'none.dng')
-    with pytest.raises(ValueError, match='pattern'): write_dng(tmp_path / 'z.dng', torch.rand(8, 8), [[0, 1, 2], [1, 2, 0], [2, 0, 1]])
-    write_dng(tmp_path / 'small.dng', torch.rand(120, 120), Mosaic('XTRANS').pattern)      # LibRaw's X-Trans code fails under 512 px
+    with pytest.raises(ValueError, match='pattern'):
+        write_dng(tmp_path / 'z.dng', torch.rand(8, 8), [[0, 1, 2], [1, 2, 0], [2, 0, 1]])
+    # LibRaw's X-Trans code fails under 512 px
+    write_dng(tmp_path / 'small.dng', torch.rand(120, 120), Mosaic('XTRANS').pattern)
     with pytest.raises(ValueError, match=r'small\.dng.*at least 512x512'): raw_to_rgb(tmp_path / 'small.dng')
 
 
@@ -60,7 +74,8 @@ def test_raw_pairs_crop_on_the_period(tmp_path):
 
 def test_torture_patterns_and_grid_score():
     imgs, names = torture_patterns(26, 48, seed=3)
-    assert imgs.shape == (26, 3, 48, 48) and names[:13] == list(TORTURE_FAMILIES) and 0 <= imgs.min() and imgs.max() <= 1
+    assert imgs.shape == (26, 3, 48,
+                          48) and names[:13] == list(TORTURE_FAMILIES) and 0 <= imgs.min() and imgs.max() <= 1
     ref = imgs[:4]
     grid = torch.rand(1, 3, 2, 2, generator=torch.Generator().manual_seed(0)).repeat(1, 1, 24, 24) - 0.5
     assert grid_score(ref + 0.02 * grid, ref, 2) > 20                  # a pure 2x2-periodic error

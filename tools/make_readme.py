@@ -11,7 +11,8 @@ import argparse, json, re, sys, tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-HEADER = "<!-- Generated from nbs/index.ipynb by `make readme` (tools/make_readme.py): edit the notebook, not this file. -->\n\n"
+HEADER = ("<!-- Generated from nbs/index.ipynb by `make readme` (tools/make_readme.py): edit the notebook, not this "
+          "file. -->\n\n")
 _re_directive = re.compile(r'^\s*#\|\s*(\S+)')
 _re_nblink = re.compile(r'\]\((?!https?://)([^)\s]+?)\.ipynb(#[^)]*)?\)')
 
@@ -38,7 +39,9 @@ def _outputs(cell):
         if o['output_type'] == 'stream' and o.get('name') == 'stdout': txt = ''.join(o['text'])
         elif o['output_type'] in ('execute_result', 'display_data'):
             d = o.get('data', {})
-            if 'text/markdown' in d: out.append(''.join(d['text/markdown']).strip() + '\n'); continue
+            if 'text/markdown' in d:
+                out.append(''.join(d['text/markdown']).strip() + '\n')
+                continue
             if 'text/plain' not in d or 'image/png' in d: continue
             txt = ''.join(d['text/plain'])
         else: continue
@@ -76,7 +79,8 @@ def main(argv=None):
             return 1
         return 0
     tmp = out.with_name(f'.{out.name}.tmp')
-    tmp.write_text(text); tmp.replace(out)
+    tmp.write_text(text)
+    tmp.replace(out)
     return 0
 
 

@@ -12,11 +12,14 @@ import argparse, os, shutil, subprocess, sys, tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STUB = '#!/bin/sh\necho "quarto is not installed here: restore_nb checked processing only (nbdev-proc-nbs); render with real Quarto" >&2\nexit 1\n'
+STUB = ('#!/bin/sh\necho "quarto is not installed here: restore_nb checked processing only (nbdev-proc-nbs); render '
+        'with real Quarto" >&2\nexit 1\n')
 
 
 def notebooks(nbs: Path):
-    return sorted(p for p in nbs.rglob('*.ipynb') if not any(part.startswith(('.', '_')) for part in p.relative_to(nbs).parts))
+    return sorted(
+        p for p in nbs.rglob('*.ipynb') if not any(part.startswith(('.', '_')) for part in p.relative_to(nbs).parts)
+    )
 
 
 def main(argv=None):
@@ -29,7 +32,8 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as stubdir:
         if not shutil.which('quarto'):
             stub = Path(stubdir) / 'quarto'
-            stub.write_text(STUB); stub.chmod(0o755)
+            stub.write_text(STUB)
+            stub.chmod(0o755)
             env['PATH'] = f"{stubdir}{os.pathsep}{env.get('PATH', '')}"
         r = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
     if r.returncode != 0:
