@@ -33,10 +33,10 @@ demo: $(STAMP)
 	$(BIN)/restore-nb demo --out $(DEMO_OUT)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest -n auto --dist worksteal tests
 
 test-slow: $(STAMP)
-	RESTORE_NB_SLOW=1 $(BIN)/python -m pytest tests
+	RESTORE_NB_SLOW=1 $(BIN)/python -m pytest -n auto --dist worksteal tests
 
 export: $(STAMP)
 	$(BIN)/nbdev-export

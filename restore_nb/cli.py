@@ -108,7 +108,7 @@ def _verify(output: str, manifest: str | None, reproduce: bool) -> int:
 # %% ../nbs/10_cli.ipynb #01d3c8c5
 def _bench(entry, args) -> int:
     res = BENCHES[entry](BENCHES[entry].Options(**args))
-    print(res.markdown or Path(res.protocol['json']).with_suffix('.md').read_text())
+    print(res.to_markdown())
     return 0
 
 def _demo(args) -> int:

@@ -105,8 +105,8 @@ def write_text(text: str, # the content
 
 # %% ../nbs/00_core.ipynb #5cbc08b0
 def to_tensor(a) -> Tensor:
-    ("Convert an `(H,W)` / `(H,W,C)` array (uint8, uint16, bool, float) to a float32 `(C,H,W)` tensor in [0, 1] by "
-     "range.")
+    """Convert an `(H,W)` / `(H,W,C)` array (uint8, uint16, bool, float) to a float32 `(C,H,W)` tensor in [0, 1] by
+    range."""
     if isinstance(a, Tensor): return a.float()
     a = np.asarray(a)
     if a.dtype == bool: a = a.astype(np.float32)

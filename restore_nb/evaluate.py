@@ -41,6 +41,9 @@ class Result:
         return dict(task=self.task, protocol=self.protocol, metrics=self.metrics, per_image=self.per_image,
                     **self.sections)
     def __getitem__(self, k: str): return self.to_dict()[k]
+    def to_markdown(self) -> str:
+        "`markdown`, or by default the protocol line and `metrics_table` (defined below)."
+        return self.markdown or (_protocol_line(self.protocol) + '\n\n' + metrics_table(self.metrics))
 
 # %% ../nbs/07_evaluate.ipynb #463292f5
 def _cell(v) -> str:
@@ -71,8 +74,7 @@ def save(self: Result,
     path = Path(path)
     if path.suffix != '.json': raise ValueError(f"Result.save: path must end in .json, got {path}")
     write_json(self.to_dict(), path)
-    md = self.markdown or (_protocol_line(self.protocol) + '\n\n' + metrics_table(self.metrics))
-    write_text(md, markdown or path.with_suffix('.md'))
+    write_text(self.to_markdown(), markdown or path.with_suffix('.md'))
     for name, fig in self.figures.items():
         png = path.with_name(
             name if name.endswith('.png') else f'{path.stem}_{name}.png' if name else f'{path.stem}.png'
@@ -198,8 +200,8 @@ def evaluate(methods, # {name: method} or one method (a model, a checkpoint fold
                  for d in degradations} for m in fs}
     proto = dict(task=task, methods=list(fs), data=str(getattr(src, 'src', data)), images=n,
                  degradations={d: describe(A) for d, A in degradations.items()}, seed=seed,
-                 metric=', '
-                        ''.join(metrics) + ' over all channels, data range 1, no border crop, output clipped to [0, 1]',
+                 metric=', '.join(metrics) + ' over all channels, data range 1, no border crop, '
+                        'output clipped to [0, 1]',
                  device=str(device or 'cpu'), threads=torch.get_num_threads(), restore_nb=restore_nb.__version__,
                  seconds=round(clock() - t_start, 2), **(protocol or {}))
     return Result(task, proto, means, rows)

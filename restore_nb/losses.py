@@ -182,8 +182,8 @@ class LPIPSLoss(nn.Module):
 
 # %% ../nbs/03a_losses.ipynb #ed3b2d85
 class KernelLoss(nn.Module):
-    ("Distance between estimated and true blur kernels `(B,kh,kw)`, optionally the minimum over shifts within ±`shift` "
-     "px.")
+    """Distance between estimated and true blur kernels `(B,kh,kw)`, optionally the minimum over shifts within ±`shift`
+    px."""
     def __init__(self,
                  kind: str = 'l1', # 'l1': sum of absolute differences; 'l2': sum of squared differences
                  shift: int = 0, # largest shift (px, per axis) to minimise over; 0 = plain distance

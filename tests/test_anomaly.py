@@ -80,6 +80,7 @@ def test_a_trained_model_learns_and_detects():
     assert ra.metrics['l1/topk']['auroc'] > 0.75 and c['ci'][0] > 0, c
 
 
+@pytest.mark.slow   # 2 min; colab/02_imgae_dx runs the same NIH-layout path by default
 def test_nih_layout_end_to_end_and_cli(tmp_path):
     root = make_nih_folder(tmp_path / 'nih', n=120, size=32)
     assert nih_layout(root) and not nih_layout('builtin')

@@ -7,15 +7,16 @@ from conftest import BIN, run
 EXE = BIN / 'restore-nb'
 
 
-def test_version_and_help():
-    r = run([EXE, '--version'])
+def test_version_and_help(capsys):
+    r = run([EXE, '--version'])                                 # the installed script
     assert r.returncode == 0 and r.stdout.strip() == f'restore_nb {restore_nb.__version__}'
-    r = run([EXE, '--help'])
-    assert r.returncode == 0 and 'demo' in r.stdout
-    r = run([EXE])
-    assert r.returncode == 2 and 'COMMAND' in r.stdout
+    from restore_nb.cli import main                             # the same entry point in-process
+    with pytest.raises(SystemExit) as e: main(['--help'])
+    assert e.value.code == 0 and 'demo' in capsys.readouterr().out
+    assert main([]) == 2 and 'COMMAND' in capsys.readouterr().out
 
 
+@pytest.mark.slow   # 1 min; colab/00_quickstart runs the demo
 def test_demo_trains_and_beats_the_blurred_input(tmp_path):
     out = tmp_path / 'report'
     r = run([EXE, 'demo', '--out', out, '--minutes', '0.25', '--device', 'cpu'], timeout=600)
@@ -162,6 +163,7 @@ def test_train_and_eval_demosaic(tmp_path):
     assert r.returncode == 2 and "invalid choice: 'quad'" in r.stderr
 
 
+@pytest.mark.slow   # 1.5 min; 09c_tasks.denoise trains and evaluates the task
 def test_train_and_eval_denoise_gray(tmp_path):
     from restore_nb.cli import main
     from restore_nb.core import sample_images, save_image

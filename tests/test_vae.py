@@ -175,6 +175,7 @@ def test_diagnostics_log_to_wandb(monkeypatch):
 
 
 # ---- command line ----------------------------------------------------------------------------------
+@pytest.mark.slow   # 1 min; 09f_tasks.vae trains and evaluates the task
 def test_cli_train_and_eval_vae(tmp_path):
     r = run([BIN / 'restore-nb', 'train', 'vae', '--out', tmp_path / 'run', '--epochs', 1, '--size', 16, '--bs', 32,
              '--zdim', 32, '--beta', 1e-2, '--loss', 'l1,ssim=0.2'])

@@ -38,9 +38,7 @@ class Bench:
     def __call__(self, o) -> Result:
         if o.quick: o = dataclasses.replace(o, **self.quick)
         res = self.run(o)
-        path = Path(o.json or f"bench_{self.name.replace('-', '_')}.json")
-        res.protocol['json'] = str(path)
-        res.save(path)
+        res.save(o.json or f"bench_{self.name.replace('-', '_')}.json")
         return res
 
 # %% ../../nbs/benchmarks/index.ipynb #c9611c07

@@ -48,9 +48,9 @@ def kernel_evolution(model, # a trained non-blind UnrolledRL
 # %% ../../nbs/benchmarks/demo.ipynb #b9d14015
 def kernel_figure(ev: dict):
     "The kernel evolution: a row for RL iterations, a row for the unrolled layers."
+    layers = [('S0' if i == 0 else f'layer {i}', v) for i, v in ev['unrolled'].items()]
     rows = [('RL', [('blurred', ev['blurred'])] + [(f'{t} it', v) for t, v in ev['rl'].items()]),
-            ('unrolled', [('blurred', ev['blurred'])] + [(('S0' if i == 0 else f'layer {i}'), v)
-                                                          for i, v in ev['unrolled'].items()])]
+            ('unrolled', [('blurred', ev['blurred'])] + layers)]
     n = max(len(r[1]) for r in rows)
     fig, axs = plt.subplots(2, n, figsize=(1.35 * n, 3.0), squeeze=False, dpi=90)
     for ax in axs.flat: ax.axis('off')
@@ -127,20 +127,19 @@ def run_demo(o: DemoOptions) -> Result:
     ks = demo_kernels()
     ev = evaluate({'blurred': blurred_method(), 'rl': rl_method(o.rl_iters), 'unrolled': model}, test,
                   blur_degradations(ks, 2.55), seed=o.seed, task='deblur')
-    metrics = {m: {k: sum(r[k] for r in ev.per_image if r['method'] == m) / (len(held) * len(ks)) for k in ('psnr',
-                                                                                                            'ssim')}
-               for m in ev.metrics}
+    def mean(m, k): return sum(r[k] for r in ev.per_image if r['method'] == m) / (len(held) * len(ks))
+    metrics = {m: {k: mean(m, k) for k in ('psnr', 'ssim')} for m in ev.metrics}
     by = {}
     for r in ev.per_image:
         by.setdefault((r['image'], r['degradation']), {})[r['method']] = {k: r[k] for k in ('psnr', 'ssim')}
     per_image = [dict(image=i, kernel=int(d.split()[-1]), **v) for (i, d), v in by.items()]
     proto = dict(train_images=train_names, test_images=held, test_size=o.eval_size,
-                 train='motion blur, length 5-15 px, any angle, 15x15; noise sigma U(0, 5.1)/255; '
-                       f'{o.size}px crops', test=f'motion kernels at {list(DEMO_ANGLES)} deg, 15 px; noise sigma '
-                       f'2.55/255, seed {o.seed}; reflect boundary', rl_iterations=o.rl_iters, unrolled_layers=o.layers,
-                 minutes=o.minutes, epochs=rec['epochs'], metric='PSNR/SSIM over all channels (RGB or grey), data '
-                                                                 'range '
-                 '1, no border crop', hardware=f"{device.type}, {torch.get_num_threads()} CPU threads",
+                 train=f'motion blur, length 5-15 px, any angle, 15x15; noise sigma U(0, 5.1)/255; {o.size}px crops',
+                 test=f'motion kernels at {list(DEMO_ANGLES)} deg, 15 px; noise sigma 2.55/255, seed {o.seed}; '
+                      'reflect boundary',
+                 rl_iterations=o.rl_iters, unrolled_layers=o.layers, minutes=o.minutes, epochs=rec['epochs'],
+                 metric='PSNR/SSIM over all channels (RGB or grey), data range 1, no border crop',
+                 hardware=f"{device.type}, {torch.get_num_threads()} CPU threads",
                  restore_nb=restore_nb.__version__, seconds=round(time.time() - t0, 1))
     res = Result('deblur', proto, metrics, per_image, dict(run=str(Path(o.out)/'run')))
     res.figures = {'grid.png': _grid(test, model, blur_degradations(ks, 2.55)['kernel 1'], o),

@@ -55,9 +55,8 @@ def _train(o: DemosaicBenchOptions, cfa: str, name: str):
 def _methods(cfa: str) -> dict:
     ms = [baseline_method()]
     if cfa == 'bayer':
-        ms += [classical_method(m) for m in ('bilinear', 'malvar', 'menon')] + [libraw_method(a) for a in ('AHD',
-                                                                                                           'DHT',
-                                                                                                           'AAHD')]
+        ms += [classical_method(m) for m in ('bilinear', 'malvar', 'menon')]
+        ms += [libraw_method(a) for a in ('AHD', 'DHT', 'AAHD')]
     else: ms.append(libraw_method('markesteijn'))
     return {m.__name__: m for m in ms}
 
@@ -72,8 +71,8 @@ def bench_demosaic(o: DemosaicBenchOptions) -> Result:
         for m, by in r.metrics.items():
             for deg, v in by.items():
                 s = float(deg.split('=')[1])
-                rows.append(dict(cfa=cfa, noise=s, method=m, **{k: v[k] for k in ('psnr', 'ssim', 'grid',
-                                                                                  'seconds_per_mp')}))
+                keep = {k: v[k] for k in ('psnr', 'ssim', 'grid', 'seconds_per_mp')}
+                rows.append(dict(cfa=cfa, noise=s, method=m, **keep))
         per_image += [dict(cfa=cfa, noise=float(q['degradation'].split('=')[1]), method=q['method'], image=q['image'],
                            psnr=q['psnr'], ssim=q['ssim'], grid=q['grid']) for q in r.per_image]
     rows.sort(key=lambda q: (q['cfa'] != 'bayer', q['noise']))

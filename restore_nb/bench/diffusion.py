@@ -56,9 +56,9 @@ def _models(o: DiffusionBenchOptions):
     def train_diffusion():
         set_seed(o.seed)
         dls = diffusion_dataloaders('builtin', size=32, bs=16, sigma=(0, 50), seed=o.seed, device='cpu')
+        config = dict(task='diffusion', data='builtin', size=32, bs=16, seed=o.seed, sigma_range=[0, 50])
         return fit_run(diffusion_learner(dls, None, lr=2e-3), Path(o.out)/'diffusion_pixel', minutes=o.minutes, lr=2e-3,
-                       monitor='valid_loss', quiet=True, config=dict(task='diffusion', data='builtin', size=32, bs=16,
-                                                                       seed=o.seed, sigma_range=[0, 50]))
+                       monitor='valid_loss', quiet=True, config=config)
     def train_unrolled():
         set_seed(0)
         dls = deblur_dataloaders('builtin', size=64, bs=8, kernel_size=15, noise=(0.0, 0.02), device='cpu')
@@ -107,15 +107,15 @@ def _other(o, model, x, nsig) -> dict:
 # %% ../../nbs/benchmarks/diffusion.ipynb #7ba27bd0
 def _panels(o, model, unrolled, x, kernel, nsig) -> dict:
     "The figure: the first crop denoised, then deblurred by every method."
-    noisy0 = Identity(GaussianNoise(sigma_fraction(o.sigma))).measure(x[:1], seed=item_seed(0, 0,
-                                                                                            int(round(10 * o.sigma))))
+    stream = int(round(10 * o.sigma))
+    noisy0 = Identity(GaussianNoise(sigma_fraction(o.sigma))).measure(x[:1], seed=item_seed(0, 0, stream))
     A = Blur(kernel, noise=GaussianNoise(nsig))
     blurred0 = A.measure(x[:1], seed=1)
     with torch.no_grad():
-        return {'noisy '
-                f'(σ={o.sigma:g})': noisy0.clamp(0, 1), 'DDIM from noise, 5 steps': sample(model, noisy0, steps=5),
-                'from the measurement, 2 '
-                'steps': sample(model, noisy0, steps=2, sigma=sigma_fraction(o.sigma)), 'clean': x[:1],
+        return {f'noisy (σ={o.sigma:g})': noisy0.clamp(0, 1),
+                'DDIM from noise, 5 steps': sample(model, noisy0, steps=5),
+                'from the measurement, 2 steps': sample(model, noisy0, steps=2, sigma=sigma_fraction(o.sigma)),
+                'clean': x[:1],
                 'blurred (σ=2.55)': blurred0.clamp(0, 1), 'RL (30 it)': rl_method(30)(blurred0, A).clamp(0, 1),
                 'unrolled RL (5 layers)': unrolled(blurred0, A).clamp(0, 1),
                 f'DiffPIR ({o.pir_steps} steps)': diffpir(model, blurred0, A, nsig, steps=o.pir_steps).clamp(0, 1),
@@ -123,8 +123,8 @@ def _panels(o, model, unrolled, x, kernel, nsig) -> dict:
 
 # %% ../../nbs/benchmarks/diffusion.ipynb #042e1ca0
 def bench_diffusion(o: DiffusionBenchOptions) -> Result:
-    ("Denoising against steps beside CBM3D; DiffPIR / DPS deblurring beside RL and the unrolled network; SR and "
-     "demosaicing.")
+    """Denoising against steps beside CBM3D; DiffPIR / DPS deblurring beside RL and the unrolled network; SR and
+    demosaicing."""
     t_all = time.perf_counter()
     model, rec, unrolled = _models(o)
     try: extra = {'CBM3D (σ given)': bm3d_method()}              # the classical reference on the same noisy copies
@@ -143,14 +143,13 @@ def bench_diffusion(o: DiffusionBenchOptions) -> Result:
                                config=dataclasses.asdict(model.config)),
                  denoise=f'Gaussian σ={o.sigma:g}/255, seeded per image, DDIM η=0, guidance 1',
                  deblur='2 motion kernels (length 9, 65° and 150°), noise σ=2.55/255, reflect boundary; unrolled RL '
-                        'trained '
-                        f'{o.unrolled_minutes} min on the training '
-                        'pictures', metric='PSNR/SSIM over all channels, data range 1, no border crop')
+                        f'trained {o.unrolled_minutes} min on the training pictures',
+                 metric='PSNR/SSIM over all channels, data range 1, no border crop')
     res = Result('diffusion', proto, dict(denoise=denoise, deblur=_deblur(o, model, unrolled, crops, kernels, nsig),
                  other=_other(o, model, x, nsig)), den.per_image)
     res.protocol['seconds'] = round(time.perf_counter() - t_all, 1)
-    res.markdown, res.figures[''] = diffusion_markdown(res), diffusion_figure(_panels(o, model, unrolled, x,
-                                                                                      kernels[0], nsig))
+    res.markdown = diffusion_markdown(res)
+    res.figures[''] = diffusion_figure(_panels(o, model, unrolled, x, kernels[0], nsig))
     return res
 
 # %% ../../nbs/benchmarks/diffusion.ipynb #81e51f85

@@ -78,13 +78,10 @@ def train_denoiser(o: DenoiseBenchOptions, mode: str):
         return fit_run(swin_learner(dls, o.config, lr=2e-3), run, minutes=o.minutes, lr=2e-3, quiet=True,
                        config=dict(task='denoise', bench='denoise', swin=o.config, mode=mode))
     model, rec = trained_run(run, train, dict(minutes=o.minutes, swin=o.config, mode=mode))
-    return model.to(o.device or 'cpu').eval(), dict(config=o.config, mode=mode, params=count_parameters(model),
-                                                    minutes=o.minutes,
-                                                     seconds=rec.get('seconds'), epochs=rec['epochs'], crop=64, bs=8,
-                                                    sigma=[0, 50],
-                                                     data='builtin', run=str(run),
-                                                     valid_psnr_sigma25=round(rec['metrics'].get('psnr_metric',
-                                                                                                 float('nan')), 2))
+    info = dict(config=o.config, mode=mode, params=count_parameters(model), minutes=o.minutes,
+                seconds=rec.get('seconds'), epochs=rec['epochs'], crop=64, bs=8, sigma=[0, 50], data='builtin',
+                run=str(run), valid_psnr_sigma25=round(rec['metrics'].get('psnr_metric', float('nan')), 2))
+    return model.to(o.device or 'cpu').eval(), info
 
 # %% ../../nbs/benchmarks/swin.ipynb #7b52b830
 def bench_denoise(o: DenoiseBenchOptions) -> Result:
@@ -172,8 +169,8 @@ def _summary(g) -> dict:
 
 # %% ../../nbs/benchmarks/swin.ipynb #a1bbca49
 def bench_conditioning(o: ConditioningBenchOptions) -> Result:
-    ("Train a tiny PromptedSwin, then PSNR with matching / empty / wrong prompts and fixed gates; gate and σ estimate "
-     "vs σ.")
+    """Train a tiny PromptedSwin, then PSNR with matching / empty / wrong prompts and fixed gates; gate and σ estimate
+    vs σ."""
     set_seed(o.seed)
     dls = captioned_dataloaders(o.data, size=o.size, bs=16, n_train=512, n_valid=64, seed=o.seed, device='cpu')
     learn = prompted_learner(dls)
@@ -186,19 +183,18 @@ def bench_conditioning(o: ConditioningBenchOptions) -> Result:
     df = pd.DataFrame(rows)
     noisy = df[df.kind == 'noise']
     training = dict(minutes=o.minutes, seconds=round(rec['seconds']), epochs=rec['epochs'], crops_per_epoch=512, bs=16,
-                    crop=o.size,
-                    params=count_parameters(m.net), valid_psnr=round(float(learn.recorder.values[-1][2]), 2))
+                    crop=o.size, params=count_parameters(m.net),
+                    valid_psnr=round(float(learn.recorder.values[-1][2]), 2))
     gate = dict(corr_gate=round(float(noisy[['sigma', 'gate']].corr().iloc[0, 1]), 3),
                 corr_estimate=round(float(noisy[['sigma', 'est_sigma']].corr().iloc[0, 1]), 3),
                 gate_range=[round(float(df.gate.min()), 3), round(float(df.gate.max()), 3)])
     proto = dict(data=str(o.data), crops=o.n_eval, size=o.size, seed=o.seed, wrong_prompt='same level, next kind',
-                 psnr='RGB, data range 1, from the MSE pooled over the crops of a '
-                      'group', model='PromptedSwin tiny + MiniLM',
-                 threads=torch.get_num_threads())
-    res = Result('conditioning', proto, _summary(df), rows, dict(training=training, overall=_summary(df),
-                                                                 gate_vs_sigma=gate,
-                 by_kind={k: _summary(g) for k, g in df.groupby('kind')}, by_prompt={k: _summary(g) for k,
-                                                                                     g in df.groupby('prompt')}))
+                 psnr='RGB, data range 1, from the MSE pooled over the crops of a group',
+                 model='PromptedSwin tiny + MiniLM', threads=torch.get_num_threads())
+    by_kind = {k: _summary(g) for k, g in df.groupby('kind')}
+    by_prompt = {k: _summary(g) for k, g in df.groupby('prompt')}
+    sections = dict(training=training, overall=_summary(df), gate_vs_sigma=gate, by_kind=by_kind, by_prompt=by_prompt)
+    res = Result('conditioning', proto, _summary(df), rows, sections)
     res.markdown, res.figures[''] = conditioning_markdown(res), conditioning_figure(res)
     return res
 
@@ -283,20 +279,17 @@ class SwinSpeedBenchOptions(BenchOptions):
 
 # %% ../../nbs/benchmarks/swin.ipynb #1e855f7b
 def bench_swin_speed(o: SwinSpeedBenchOptions) -> Result:
-    ("Forward time per megapixel and peak memory of the tiny and default configs, whole and tiled (fresh process per "
-     "case).")
+    """Forward time per megapixel and peak memory of the tiny and default configs, whole and tiled (fresh process per
+    case)."""
     cases = [(c, s, None) for c in ('tiny', 'default') for s in o.sizes] + [(c, *o.tiled) for c in ('tiny', 'default')]
     rows = [run_fresh('restore_nb.bench.swin', 'speed_probe', c, s, t, device=o.device, reps=1 if t else 2,
                       what=f'bench swin-speed: {c} at {s}²') for c, s, t in cases]
     md = ['| config | parameters | image | tiles | s / image | s / MP | peak RSS (MB) |',
           '|---|---|---|---|---|---|---|']
     md += [f"| {r['config']} | {r['params'] / 1e6:.2f} M | {r['size']}² | {r['tile'] or 'whole'} | {r['seconds']} | "
-           f"{r['s_per_mp']} "
-           f"| {r['peak_rss_mb']} |" for r in rows]
-    res = Result('swin-speed', dict(device=o.device, threads=torch.get_num_threads(), tile_overlap=64, input='random '
-                                                                                                             'RGB'),
-                 {}, [],
-                 dict(rows=rows))
+           f"{r['s_per_mp']} | {r['peak_rss_mb']} |" for r in rows]
+    proto = dict(device=o.device, threads=torch.get_num_threads(), tile_overlap=64, input='random RGB')
+    res = Result('swin-speed', proto, {}, [], dict(rows=rows))
     res.markdown = '\n'.join(md) + '\n'
     return res
 

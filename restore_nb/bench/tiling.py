@@ -60,9 +60,8 @@ def _onnx_checks() -> dict:
 def bench_tiling(o: TilingBenchOptions) -> Result:
     "Peak memory and time of whole vs tiled restoration (a fresh process each), and the ONNX checks."
     cases = [(s, None) for s in (1024, 2048) if s < o.size] + [(o.size, o.tile)]
-    rows = [run_fresh('restore_nb.bench.tiling', 'tiling_probe', s, t, o.overlap, what=f'bench tiling: the {s}² '
-                                                                                       'run') for s,
-            t in cases]
+    rows = [run_fresh('restore_nb.bench.tiling', 'tiling_probe', s, t, o.overlap, what=f'bench tiling: the {s}² run')
+            for s, t in cases]
     onnx = _onnx_checks()
     proto = dict(model='UnrolledRL, 5 layers, prior width '
                        '32', kernel='motion 31x31', device='cpu', threads=torch.get_num_threads(),

@@ -27,9 +27,8 @@ def bench_vae(o: VAEBenchOptions) -> Result:
     "The collapse study: the given setup, its diagnosis, the recommended setup, its diagnosis."
     study = collapse_study(o.data, epochs=o.epochs, n_train=o.n_train, seed=o.seed)
     runs = [{k: v for k, v in r.items() if k != 'learner'} for r in study['runs']]
-    res = Result('vae', study['protocol'], {r['name']: {**r['diagnosis']['figures'],
-                                                        'seconds': r['seconds']} for r in runs},
-                 [], dict(runs=runs))
+    metrics = {r['name']: {**r['diagnosis']['figures'], 'seconds': r['seconds']} for r in runs}
+    res = Result('vae', study['protocol'], metrics, [], dict(runs=runs))
     res.markdown = (study_table(study) + '\n\n' +
                     '\n\n'.join(f"**{r['name']}**\n\n```\n{r['diagnosis']['text']}\n```" for r in runs) + '\n')
     return res

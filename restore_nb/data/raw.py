@@ -155,9 +155,8 @@ def raw_to_rgb(path: str | Path, # camera RAW or DNG
     _check_teacher(algorithm, wb, color)
     with _open_raw(path) as r:
         out = r.postprocess(demosaic_algorithm=_teacher_algorithm(r, path, algorithm), gamma=(1, 1),
-                            no_auto_bright=True,
-                            output_bps=16, adjust_maximum_thr=0.0, user_wb=[1.0, 1.0, 1.0,
-                                                                            1.0] if wb == 'none' else None,
+                            no_auto_bright=True, output_bps=16, adjust_maximum_thr=0.0,
+                            user_wb=[1.0, 1.0, 1.0, 1.0] if wb == 'none' else None,
                             use_camera_wb=wb == 'camera', user_flip=0, half_size=False, four_color_rgb=False,
                             output_color=rawpy.ColorSpace.raw if color == 'raw' else rawpy.ColorSpace.sRGB)
     return torch.from_numpy(out.astype(np.float32) / 65535).permute(2, 0, 1).contiguous()

@@ -58,8 +58,8 @@ def _public(url: str) -> str: return url.split('?', 1)[0]
 
 # %% ../../nbs/04d_data.streaming.ipynb #83eaa912
 class RangeReader:
-    ("Byte ranges of one HTTP(S) resource, from a URL or a resolver returning a (fresh) URL; retries and re-resolution "
-     "built in.")
+    """Byte ranges of one HTTP(S) resource, from a URL or a resolver returning a (fresh) URL; retries and re-resolution
+    built in."""
     def __init__(self, url_or_resolver: str | Callable[[], str], # URL, or a function returning one
                  retries: int = 5, # attempts after the first, for 429/5xx/connection errors and expired URLs
                  backoff: float = 0.5, # seconds before the first retry; doubles each time
@@ -165,8 +165,8 @@ class ByteCache:
 
 # %% ../../nbs/04d_data.streaming.ipynb #1f15a790
 class _SparseFile(io.RawIOBase):
-    ("A read-only file object over a RangeReader that fetches exactly the spans it is asked for (for zipfile's "
-     "directory parsing).")
+    """A read-only file object over a RangeReader that fetches exactly the spans it is asked for (for zipfile's
+    directory parsing)."""
     def __init__(self, reader: RangeReader, size: int, spans: dict):
         self.reader, self.size, self.spans, self.pos = reader, size, spans, 0
     def seekable(self): return True
@@ -192,8 +192,8 @@ class _SparseFile(io.RawIOBase):
 _TAIL = 1024 + 22        # the EOCD record and a short archive comment (a longer one costs one more request)
 
 class RemoteZip:
-    ("Read members of a remote (HTTP Range) or local zip: the central directory once, then only the bytes of the "
-     "members asked for.")
+    """Read members of a remote (HTTP Range) or local zip: the central directory once, then only the bytes of the
+    members asked for."""
     def __init__(self, url_or_resolver, # http(s) URL, a function returning one, or a local .zip path
                  cache: str | Path | ByteCache | None = None, # ByteCache or its folder (members are kept there)
                  key: str | None = None, # cache key prefix: dataset/version (required with a resolver)
@@ -304,16 +304,16 @@ def tempfile_dir() -> str:
 # %% ../../nbs/04d_data.streaming.ipynb #4076e452
 @patch
 def bytes_needed(self: RemoteZip, names) -> int:
-    ("Bytes a perfect reader must fetch for `names`: the central directory and end record, and each member's local "
-     "record.")
+    """Bytes a perfect reader must fetch for `names`: the central directory and end record, and each member's local
+    record."""
     cd = self.reader.size - self._zf.start_dir if self.local is None else 0
-    return cd + sum(30 + len(i.orig_filename.encode()) + len(i.extra) + i.compress_size for i in map(self.getinfo,
-                                                                                                     names))
+    infos = map(self.getinfo, names)
+    return cd + sum(30 + len(i.orig_filename.encode()) + len(i.extra) + i.compress_size for i in infos)
 
 # %% ../../nbs/04d_data.streaming.ipynb #136314e2
 class LoopbackServer:
-    ("An HTTP server on 127.0.0.1 serving one byte string or file with Range support and fault injection (a context "
-     "manager).")
+    """An HTTP server on 127.0.0.1 serving one byte string or file with Range support and fault injection (a context
+    manager)."""
     def __init__(self,
                  data: bytes | str | Path, # the archive: bytes, or a file (memory-mapped, so a 1 GB file costs no RAM)
                  ranges: bool = True, # honour Range headers (False: always send the whole file)
@@ -367,8 +367,8 @@ class LoopbackServer:
 
 # %% ../../nbs/04d_data.streaming.ipynb #cedc4cf9
 def kaggle_credentials() -> dict:
-    ("Kaggle credentials as request keywords ({'headers': …} or {'auth': (user, key)}), from env, kaggle.json or Colab "
-     "secrets.")
+    """Kaggle credentials as request keywords ({'headers': …} or {'auth': (user, key)}), from env, kaggle.json or Colab
+    secrets."""
     env = os.environ
     if env.get('KAGGLE_API_TOKEN'): return {'headers': {'Authorization': f"Bearer {env['KAGGLE_API_TOKEN']}"}}
     if env.get('KAGGLE_USERNAME') and env.get('KAGGLE_KEY'):
@@ -454,8 +454,8 @@ def remote_items(src: str, # 'kaggle:OWNER/DATASET' or an http(s) URL
 
 # %% ../../nbs/04d_data.streaming.ipynb #f018349b
 def _split_source(src: str) -> tuple[str, str]:
-    ("(archive, member prefix) of 'kaggle:OWNER/DATASET[/PATH]' or 'URL[#PATH]'; the archive is what `_open_remote` "
-     "opens.")
+    """(archive, member prefix) of 'kaggle:OWNER/DATASET[/PATH]' or 'URL[#PATH]'; the archive is what `_open_remote`
+    opens."""
     if src.startswith('kaggle:'):
         parts = src[len('kaggle:'):].strip('/').split('/')
         return 'kaggle:' + '/'.join(parts[:2]), '/'.join(parts[2:])
@@ -475,8 +475,8 @@ _NIH_COLUMNS = {'Image Index': 'image', 'Finding Labels': 'labels', 'Follow-up #
                 'Height]': 'height', 'OriginalImagePixelSpacing[x': 'spacing_x', 'y]': 'spacing_y'}
 
 def read_nih_entries(csv) -> 'pd.DataFrame':
-    ("Data_Entry_2017.csv (bytes, text or a path) as a tidy table: image, labels (list), patient, age, sex, view, "
-     "width, height, spacing, healthy.")
+    """Data_Entry_2017.csv (bytes, text or a path) as a tidy table: image, labels (list), patient, age, sex, view,
+    width, height, spacing, healthy."""
     f = io.BytesIO(csv) if isinstance(csv, bytes) else io.StringIO(csv) if isinstance(csv, str) and '\n' in csv else csv
     df = pd.read_csv(f)
     df = df.loc[:, [c for c in df.columns if not str(c).startswith('Unnamed')]].rename(columns=_NIH_COLUMNS)
@@ -488,8 +488,8 @@ def read_nih_entries(csv) -> 'pd.DataFrame':
 
 # %% ../../nbs/04d_data.streaming.ipynb #7e961eb9
 def find_member(src: str, name: str) -> Callable[[], bytes]:
-    ("Find a layout's metadata file by name in a folder, a local zip or a remote archive; returns its reader (nothing "
-     "read yet).")
+    """Find a layout's metadata file by name in a folder, a local zip or a remote archive; returns its reader (nothing
+    read yet)."""
     p = Path(src)
     if p.is_dir():
         hits = sorted(p.rglob(name))
@@ -575,8 +575,8 @@ def prefetch(source, # an ImageSource (remote items are fetched; local ones are 
 _PREFETCH: dict = {}     # (id of a ProgressiveSource, part) -> thread; kept out of the object so it pickles for workers
 
 class ProgressiveSource:
-    ("An ImageSource revealed part by part (images_001, then 001–002, …) by epoch, prefetching the next part in the "
-     "background.")
+    """An ImageSource revealed part by part (images_001, then 001–002, …) by epoch, prefetching the next part in the
+    background."""
     def __init__(self, source, # an ImageSource whose names start with the part folder
                  epochs_per_part: int = 1, # epochs before the next part joins
                  prefetch_next: bool = True, # fetch the next part's bytes while the current ones train

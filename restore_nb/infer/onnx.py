@@ -61,8 +61,8 @@ def export_onnx(model: nn.Module, # a restorer called as `model(y, A)`
                 opset: int = 18, # ONNX opset
                 kernel_size: int = 15, # kernel side baked into the graph of a model that reads a blur
                ) -> dict:
-    ("Export to ONNX (dynamic H, W) and check the file against onnxruntime; returns {path, max_abs_diff, seconds, "
-     "inputs}.")
+    """Export to ONNX (dynamic H, W) and check the file against onnxruntime; returns {path, max_abs_diff, seconds,
+    inputs}."""
     try:
         import onnxruntime as ort
         import onnx  # noqa: F401

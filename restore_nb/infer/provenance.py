@@ -31,8 +31,8 @@ def manifest_path(output: str | Path, manifest: str | Path | None = None) -> Pat
 
 # %% ../../nbs/08c_infer.provenance.ipynb #589a1932
 def manifest_file(entry: dict, mpath: Path) -> Path | None:
-    ("The file a manifest entry names: its path relative to the manifest, else its absolute path; None if neither "
-     "exists.")
+    """The file a manifest entry names: its path relative to the manifest, else its absolute path; None if neither
+    exists."""
     return next((c for c in (mpath.parent/entry['path'], Path(entry['abspath'])) if c.exists()), None)
 
 # %% ../../nbs/08c_infer.provenance.ipynb #2e7c7c09

@@ -38,8 +38,8 @@ class ReversedAEConfig:
 
 # %% ../../nbs/05c_models.anomaly.ipynb #3c232946
 def _conv(cin, cout, k=3, **kw):
-    ("Same-size convolution with replicate padding: zero padding darkens every reconstruction's border, which would "
-     "score.")
+    """Same-size convolution with replicate padding: zero padding darkens every reconstruction's border, which would
+    score."""
     return nn.Conv2d(cin, cout, k, padding=k // 2, padding_mode='replicate', **kw)
 
 # %% ../../nbs/05c_models.anomaly.ipynb #8f705704

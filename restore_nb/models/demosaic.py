@@ -24,8 +24,8 @@ def normalized_conv(mosaic: Tensor, # (B,1,H,W)
                     masks: Tensor, # (B,3,H,W) or (3,H,W)
                     radius: int = 1, # tent kernel radius (1: bilinear on Bayer)
                    ) -> Tensor:
-    ("Fill each colour plane's missing values from its samples, (k * (m·y)) / (k * m) with a tent kernel k; samples "
-     "kept.")
+    """Fill each colour plane's missing values from its samples, (k * (m·y)) / (k * m) with a tent kernel k; samples
+    kept."""
     m = masks if masks.ndim == 4 else masks[None].expand(mosaic.shape[0], -1, -1, -1)
     t = torch.arange(-radius, radius + 1, dtype=mosaic.dtype, device=mosaic.device)
     t = radius + 1 - t.abs()

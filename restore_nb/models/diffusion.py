@@ -23,8 +23,8 @@ SCHEDULES = {'linear': 'linear', 'cosine': 'squaredcos_cap_v2', 'scaled_linear':
 
 @dataclass
 class DiffusionConfig:
-    ("A conditional diffusion restorer: diffusers UNet (and optional AutoencoderKL) sizes, noise schedule and "
-     "conditioning.")
+    """A conditional diffusion restorer: diffusers UNet (and optional AutoencoderKL) sizes, noise schedule and
+    conditioning."""
     channels: int = 3                       # image channels
     widths: list = field(default_factory=lambda: [32, 64, 64])   # UNet block widths (one per level)
     attention: list = field(default_factory=lambda: [False, True, False])  # cross-attention at this level
@@ -139,10 +139,9 @@ def decode(self: LatentDiffusion, z: Tensor) -> Tensor:
 
 # %% ../../nbs/05f_models.diffusion.ipynb #ff8afe37
 @patch
-def text_states(self: LatentDiffusion, text: dict | None, B: int, keep: Tensor | None = None) -> tuple[Tensor,
-                                                                                                       Tensor | None]:
-    ("Cross-attention states and mask: the prompt's tokens, or the learned null token where there is none or `keep` is "
-     "False.")
+def text_states(self: LatentDiffusion, text: dict | None, B: int,
+                keep: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    "Cross-attention states and mask: the prompt's tokens, or the learned null token where absent or not `keep`."
     if text is None: return self.null.expand(B, -1, -1), None
     states, mask = text['tokens'].to(self.null), text['mask'].to(self.null.device)
     if keep is None: return states, mask
@@ -157,8 +156,8 @@ def text_states(self: LatentDiffusion, text: dict | None, B: int, keep: Tensor |
 @patch
 def predict(self: LatentDiffusion, z: Tensor, t, cond: Tensor | None = None, text: dict | None = None,
             keep: Tensor | None = None) -> Tensor:
-    ("The UNet output (ε or v) at z_t given the LQ latent `cond` and `text`; samples with `keep` False are "
-     "unconditional.")
+    """The UNet output (ε or v) at z_t given the LQ latent `cond` and `text`; samples with `keep` False are
+    unconditional."""
     B = z.shape[0]
     if keep is not None and cond is not None: cond = cond * keep.view(B, 1, 1, 1).to(cond)
     if self.config.cond_lq: z = torch.cat([z, torch.zeros_like(z) if cond is None else cond], 1)

@@ -60,8 +60,8 @@ SWIN_CONFIGS = {
 
 # %% ../../nbs/05e_models.swin.ipynb #aa4716af
 class SwinConvBlock(nn.Module):
-    ("SCUNet's block: 1×1 conv, split into a residual conv half and a Swin window-attention half, concat, 1×1 conv, + "
-     "input.")
+    """SCUNet's block: 1×1 conv, split into a residual conv half and a Swin window-attention half, concat, 1×1 conv, +
+    input."""
     def __init__(self, dim: int, head_dim: int = 32, window: int = 8, shift: bool = False, mlp_ratio: float = 2.0,
                  drop_path: float = 0.0):
         super().__init__()
@@ -146,8 +146,8 @@ def features(self: SwinUNet, x: Tensor, text: dict | None = None) -> Tensor:
         d, g = self.degradation(h)
         if self.gate_override is not None: g = torch.full_like(g, float(self.gate_override))
         self.last = dict(estimate=d, gate=g)
-        tok, pooled, mask = text['tokens'].to(h.device, h.dtype), text['pooled'].to(h.device,
-                                                                                    h.dtype), text['mask'].to(h.device)
+        tok, pooled = text['tokens'].to(h.device, h.dtype), text['pooled'].to(h.device, h.dtype)
+        mask = text['mask'].to(h.device)
         h = self.film[-1](self.xattn_body(h, tok, mask, g), pooled, g)
     for i in reversed(range(len(self.up))):
         h = self.dec[i](self.up[i](h) + skips[i])
@@ -204,7 +204,11 @@ class TextEncoder(nn.Module):
         cfg = transformers.AutoConfig.from_pretrained(path)
         self.clip = 'clip' in cfg.model_type
         model_cls = transformers.CLIPTextModel if self.clip else transformers.AutoModel
-        self.model = model_cls.from_pretrained(path).eval().requires_grad_(False)
+        bar = transformers.utils.logging.is_progress_bar_enabled()
+        transformers.utils.logging.disable_progress_bar()       # a local load: no "Loading weights" bar in logs
+        try: self.model = model_cls.from_pretrained(path).eval().requires_grad_(False)
+        finally:
+            if bar: transformers.utils.logging.enable_progress_bar()
         self.dim = cfg.text_config.hidden_size if hasattr(cfg, 'text_config') else cfg.hidden_size
         self._cache: dict[str, tuple[Tensor, Tensor]] = {}
 
@@ -272,8 +276,8 @@ class CrossAttention(nn.Module):
 
 # %% ../../nbs/05e_models.swin.ipynb #bc9374dd
 class DegradationHead(nn.Module):
-    ("From bottleneck features: estimates (σ, blur width, log2 scale) and a gate in [0, 1] for the conditioning "
-     "strength.")
+    """From bottleneck features: estimates (σ, blur width, log2 scale) and a gate in [0, 1] for the conditioning
+    strength."""
     def __init__(self, channels: int, hidden: int = 64):
         super().__init__()
         self.est = nn.Sequential(nn.Linear(channels, hidden), nn.GELU(), nn.Linear(hidden, 3))

@@ -69,8 +69,8 @@ def _fixed(r, name: str, op: str, n: int) -> Tensor:
 
 # %% ../../nbs/01b_physics.noise.ipynb #c5ea397d
 class GaussianNoise(Noise):
-    ("Additive white Gaussian noise $y = x + \\sigma\\varepsilon$; `sigma` fixed, drawn per image from `(lo, hi)`, or "
-     "per image.")
+    """Additive white Gaussian noise $y = x + \\sigma\\varepsilon$; `sigma` fixed, drawn per image from `(lo, hi)`, or
+    per image."""
     kind = 'gaussian'
     def __init__(self, sigma, # σ (image units), a (lo, hi) range, or a 1-D tensor with one σ per image
                  clip: bool = False, # clip the result to [0, 1]
@@ -95,8 +95,8 @@ class GaussianNoise(Noise):
 
 # %% ../../nbs/01b_physics.noise.ipynb #b2d638b0
 class PoissonGaussianNoise(Noise):
-    ("Camera noise $y = a\\,\\mathrm{Poisson}(x/a) + \\mathcal N(0, b^2)$: $\\mathrm{Var}[y] = a x + b^2$; `a`, `b` "
-     "fixed or ranges.")
+    """Camera noise $y = a\\,\\mathrm{Poisson}(x/a) + \\mathcal N(0, b^2)$: $\\mathrm{Var}[y] = a x + b^2$; `a`, `b`
+    fixed or ranges."""
     kind = 'poisson_gaussian'
     def __init__(self, a, # shot-noise gain (1 / photons at full scale) or a (lo, hi) range; 0 disables shot noise
                  b, # read-noise standard deviation or a (lo, hi) range

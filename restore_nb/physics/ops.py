@@ -324,8 +324,8 @@ def kernel_adjoint(self: Blur,
                    x: Tensor, # the fixed image `(B,C,H,W)`
                    r: Tensor, # a residual in the blurred domain `(B,C,H,W)`
                   ) -> Tensor:
-    ("Adjoint of the kernel map $k \\mapsto A_k x$ at `r`: $\\langle A_k x, r\\rangle = \\langle k, \\cdot\\rangle$, "
-     "`(Bk,kh,kw)`.")
+    """Adjoint of the kernel map $k \\mapsto A_k x$ at `r`: $\\langle A_k x, r\\rangle = \\langle k, \\cdot\\rangle$,
+    `(Bk,kh,kw)`."""
     _check_pair(x, self.kernel, self.boundary, 'x', 'Blur.kernel_adjoint')
     check_image(r, 'r', 'Blur.kernel_adjoint')
     if r.shape != x.shape:

@@ -232,8 +232,8 @@ def eval(self: Task, o: EvalOptions, progress: bool = False) -> Result:
     res.protocol['checkpoint'] = str(o.ckpt)
     mine = [r for r in res.per_image if str(r.get('method', '')).startswith(type(model).__name__)]
     if mine:                                                    # the checkpoint's own means, for the run table
-        res.sections['test'] = {k: float(sum(r[k] for r in mine) / len(mine)) for k in ('psnr', 'ssim',
-                                                                                        'lpips') if k in mine[0]}
+        keys = [k for k in ('psnr', 'ssim', 'lpips') if k in mine[0]]
+        res.sections['test'] = {k: float(sum(r[k] for r in mine) / len(mine)) for k in keys}
     if o.json: res.save(o.json)
     if (Path(o.ckpt)/'run.json').exists(): write_json(res.to_dict(), Path(o.ckpt)/'eval.json')
     return res

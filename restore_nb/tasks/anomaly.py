@@ -285,8 +285,8 @@ def anomaly_table(results: dict, # name -> evaluate_anomaly result
         for k, m in res.metrics.items():
             if keys and k not in keys: continue
             ci = m.get('auroc_ci')
-            rows.append({'model': name, 'score': k, 'AUROC': f"{m['auroc']:.3f}" + (f" [{ci[0]:.3f}, "
-                                                                                    f"{ci[1]:.3f}]" if ci else ''),
+            auroc = f"{m['auroc']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else '')
+            rows.append({'model': name, 'score': k, 'AUROC': auroc,
                          'AP': round(m['ap'], 3), 'F1-max': round(m['f1_max'], 3),
                          'sens@95%spec': round(m['sens_at_95spec'], 3)})
     return pd.DataFrame(rows)
@@ -440,8 +440,8 @@ def report(self: AnomalyTask, res: Result) -> str:
         lines.append(f"  {k:16s} AUROC {m['auroc']:.3f} [{lo:.3f}, {hi:.3f}]  AP {m['ap']:.3f}  F1-max "
                      f"{m['f1_max']:.3f}  sens@95%spec {m['sens_at_95spec']:.3f}")
     for g, rows in res['groups'][res['best']].items():
-        lines.append(f"  per {g} ({res['best']}): " + ', '.join(f"{r['group']} {r['auroc']:.3f} (n={r['n_anomalous']})"
-                                                             for r in rows))
+        groups = ', '.join(f"{r['group']} {r['auroc']:.3f} (n={r['n_anomalous']})" for r in rows)
+        lines.append(f"  per {g} ({res['best']}): {groups}")
     return '\n'.join(lines)
 
 register_task(AnomalyTask())

@@ -85,8 +85,8 @@ def deblur_dataloaders(data='builtin', # 'builtin', a folder, a zip or 'scheme:s
 
 # %% ../../nbs/09a_tasks.deblur.ipynb #007593b8
 class BlindDeblurLoss(nn.Module):
-    ("Image L1 plus a weighted, shift-tolerant kernel L1 (±2 px) between the model's kernel estimate and the true "
-     "kernel.")
+    """Image L1 plus a weighted, shift-tolerant kernel L1 (±2 px) between the model's kernel estimate and the true
+    kernel."""
     def __init__(self, kernel_weight: float = 1.0, shift: int = 2):
         super().__init__()
         self.kernel_weight, self.shift, self.k_true, self.k_est = kernel_weight, shift, None, None
@@ -231,8 +231,8 @@ def one_kernel(path) -> Tensor:
 class DeblurTask(Task):
     name, summary = 'deblur', 'remove blur with a known (non-blind) or unknown (blind) kernel'
     TrainOptions, EvalOptions, RestoreOptions = DeblurOptions, DeblurEvalOptions, DeblurRestoreOptions
-    models = {'unrolled': lambda o: UnrolledRL(layers=o.layers), 'blind': lambda o: UnrolledRL(blind=True,
-                                                                                               layers=o.layers),
+    models = {'unrolled': lambda o: UnrolledRL(layers=o.layers),
+              'blind': lambda o: UnrolledRL(blind=True, layers=o.layers),
               'unet': lambda o: UNet()}
     model_classes = (UnrolledRL, UNet)
     def variant(self, o): return o.model
@@ -248,8 +248,8 @@ class DeblurTask(Task):
 def evaluate(self: DeblurTask, model, o, progress: bool = False) -> Result:  # noqa: F811 (a patched method)
     ks = load_kernels(o.kernels) if o.kernels else demo_kernels()
     res = evaluate(model, o.data, blur_degradations(ks, o.sigma), seed=o.seed, task='deblur', device=o.device,
-                   max_images=o.max_images, progress=progress, protocol=dict(kernel_file=o.kernels, sigma=o.sigma,
-                                                                             boundary='reflect'))
+                   max_images=o.max_images, progress=progress,
+                   protocol=dict(kernel_file=o.kernels, sigma=o.sigma, boundary='reflect'))
     for m in res.metrics:                       # the mean over every (image, kernel) pair
         rows = [r for r in res.per_image if r['method'] == m]
         res.metrics[m]['all kernels'] = {k: float(np.mean([r[k] for r in rows])) for k in ('psnr', 'ssim')}

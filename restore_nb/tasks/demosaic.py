@@ -48,8 +48,8 @@ def cfa_names(cfa) -> list[str]:
 def colour_jitter(x: Tensor, # (3,H,W) linear RGB
                   g: torch.Generator,
                   max_gain: float = 2.0) -> Tensor:
-    ("Random channel order and per-channel gains in [1/max_gain, 1] (largest 1): the colour casts of unbalanced RAW "
-     "data.")
+    """Random channel order and per-channel gains in [1/max_gain, 1] (largest 1): the colour casts of unbalanced RAW
+    data."""
     x = x[torch.randperm(3, generator=g)]
     gains = max_gain ** (2 * torch.rand(3, generator=g) - 1)
     return x * (gains / gains.max()).view(3, 1, 1)
@@ -131,8 +131,8 @@ def demosaic_dataloaders(data='builtin', # 'builtin', a folder, a zip or 'scheme
                          teacher_downsample: int = 1, # 2, 4: downsample the teacher and mosaic it again (exact pairs)
                          torture: float = 0.0, # share of torture-pattern items in training
                          num_workers: int = 0, device=None):
-    ("fastai DataLoaders of (mosaic, masks, σ) → linear RGB, split by image; validation: fixed draws, natural images "
-     "only.")
+    """fastai DataLoaders of (mosaic, masks, σ) → linear RGB, split by image; validation: fixed draws, natural images
+    only."""
     t_share = teacher_share if teacher else 0.0
     if not 0 <= torture + t_share <= 1:
         raise ValueError(f"torture ({torture}) + teacher_share ({t_share}): the shares of the mix must lie in [0, 1]")
@@ -258,8 +258,8 @@ class DemosaicOptions(RunOptions):
         super().check()
         check_flag(is_num(self.sigma) and self.sigma >= 0, 'sigma', 'a σ ≥ 0 in 0–255 units', self.sigma)
         check_flag(is_num(self.torture) and 0 <= self.torture <= 1, 'torture', 'a share in [0, 1]', self.torture)
-        check_flag(self.teacher is None or Path(self.teacher).is_dir(), 'teacher', 'a folder of RAW '
-                                                                                   'files', self.teacher)
+        check_flag(self.teacher is None or Path(self.teacher).is_dir(), 'teacher', 'a folder of RAW files',
+                   self.teacher)
 
 # %% ../../nbs/09b_tasks.demosaic.ipynb #9edb72a9
 @dataclass

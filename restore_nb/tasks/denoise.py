@@ -92,8 +92,8 @@ def swin_learner(dls, # from `swin_dataloaders`
         ds = dls.train.dataset
         config = SwinUNetConfig(**{'scales': (getattr(ds, 'scale', 1),), 'channels': ds[0][1].shape[0], **config})
     losses = {'l1': L1Loss, 'l1+ssim': lambda: CombinedLoss(l1=1.0, ssim=0.2),
-              'l1+lpips': lambda: CombinedLoss(terms={'l1': (L1Loss(), 1.0), 'lpips': (LPIPSLoss(lpips_pretrained),
-                                                                                       0.1)})}
+              'l1+lpips': lambda: CombinedLoss(terms={'l1': (L1Loss(), 1.0),
+                                                      'lpips': (LPIPSLoss(lpips_pretrained), 0.1)})}
     if loss not in losses: raise ValueError(f"loss: expected one of {list(SWIN_LOSSES)}, got {loss!r}")
     return task_learner(dls, SwinUNet(config), losses[loss](), metrics=(psnr_metric, ssim_metric), lr=lr, cbs=cbs,
                         clip=clip, ema=ema)
@@ -172,8 +172,8 @@ class CaptionedPairs(OnTheFly):
 
 # %% ../../nbs/09c_tasks.denoise.ipynb #9c53f419
 class ConditionedLoss(nn.Module):
-    ("L1 on the image + `est_weight` × L1 of the degradation estimate (from the model's last forward) against its "
-     "target.")
+    """L1 on the image + `est_weight` × L1 of the degradation estimate (from the model's last forward) against its
+    target."""
     def __init__(self, model: nn.Module, est_weight: float = 0.1):
         super().__init__()
         self.model, self.est_weight, self.last = [model], est_weight, {}
@@ -196,9 +196,8 @@ def captioned_dataloaders(data='builtin', size: int = 48, bs: int = 16, n_train:
                           seed: int = 0, num_workers: int = 0, device=None):
     "fastai DataLoaders of (degraded, prompt id, clean, target) crops from `CaptionedPairs` (inputs: the first two)."
     tr, va = split_source(data, 0.2, 'rgb')
-    return make_dataloaders(CaptionedPairs(tr, n_train, size, seed, True), CaptionedPairs(va, n_valid, size, seed + 1,
-                                                                                          False),
-                            bs, num_workers, device, n_inp=2)
+    tds, vds = CaptionedPairs(tr, n_train, size, seed, True), CaptionedPairs(va, n_valid, size, seed + 1, False)
+    return make_dataloaders(tds, vds, bs, num_workers, device, n_inp=2)
 
 # %% ../../nbs/09c_tasks.denoise.ipynb #a652de56
 def prompt_inputs(y: Tensor, prompt: Tensor) -> tuple:

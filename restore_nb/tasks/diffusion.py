@@ -49,8 +49,8 @@ def timesteps(model, steps: int) -> list[int]:
 # %% ../../nbs/09g_tasks.diffusion.ipynb #66102628
 def guided(model: LatentDiffusion, z: Tensor, t: int, cond: Tensor | None, text: dict | None,
            guidance: float) -> Tensor:
-    ("UNet output with classifier-free guidance u + w (c − u); the unconditional pass drops the LQ latent and the "
-     "prompt.")
+    """UNet output with classifier-free guidance u + w (c − u); the unconditional pass drops the LQ latent and the
+    prompt."""
     if guidance == 1.0 or (cond is None and text is None): return model.predict(z, t, cond, text)
     B = z.shape[0]
     cat = lambda v: None if v is None else torch.cat([v, v])
@@ -68,14 +68,14 @@ def ddim_step(x0: Tensor, eps: Tensor, a: Tensor, ap: Tensor, eta: float, g: tor
 
 # %% ../../nbs/09g_tasks.diffusion.ipynb #444c18f6
 def matched_timestep(model: LatentDiffusion, sigma: float) -> int:
-    ("The timestep whose noise matches white Gaussian noise σ (fraction of the range) on a pixel-space latent 2x − 1: "
-     "(1 − ᾱ_t)/ᾱ_t = (2σ)².")
+    """The timestep whose noise matches white Gaussian noise σ (fraction of the range) on a pixel-space latent 2x − 1:
+    (1 − ᾱ_t)/ᾱ_t = (2σ)²."""
     if model.config.latent != 'pixel':
         raise ValueError("start='measurement' needs a pixel-space model: in a learned latent, image noise is not "
                          "Gaussian noise")
     ac = model.alphas_cumprod
-    return int(torch.searchsorted((1 - ac) / ac, torch.tensor((2 * float(sigma)) ** 2,
-                                                              dtype=ac.dtype)).clamp(max=len(ac) - 1))
+    snr_inv = torch.tensor((2 * float(sigma)) ** 2, dtype=ac.dtype)    # (1 − ᾱ)/ᾱ of the measurement
+    return int(torch.searchsorted((1 - ac) / ac, snr_inv).clamp(max=len(ac) - 1))
 
 # %% ../../nbs/09g_tasks.diffusion.ipynb #ecad4190
 @torch.no_grad()
@@ -90,8 +90,8 @@ def sample(model: LatentDiffusion, # a trained model
            strength: float = 1.0, # … fraction of the schedule to re-run from `init`
            sigma: float | None = None, # … or start from the measurement at the timestep of its noise σ (pixels)
           ) -> Tensor:
-    ("Restore `lq` by DDIM sampling from noise, from a noised first estimate (`init`), or from the measurement "
-     "(`sigma`); returns images in [0, 1].")
+    """Restore `lq` by DDIM sampling from noise, from a noised first estimate (`init`), or from the measurement
+    (`sigma`); returns images in [0, 1]."""
     model.eval()
     dev = next(model.parameters()).device
     lq = lq.to(dev)
@@ -124,8 +124,8 @@ def sample(model: LatentDiffusion, # a trained model
 
 # %% ../../nbs/09g_tasks.diffusion.ipynb #0163a970
 class DiffusionPairs(RestorationPairs):
-    ("`RestorationPairs` as (degraded, clean, clean): the model takes (LQ, clean), the loss compares its output with "
-     "its target.")
+    """`RestorationPairs` as (degraded, clean, clean): the model takes (LQ, clean), the loss compares its output with
+    its target."""
     def __getitem__(self, i: int):
         y, x = super().__getitem__(i)
         return y, x, x
@@ -156,14 +156,16 @@ def diffusion_learner(dls, config: DiffusionConfig | dict | None = None, lr: flo
 
 # %% ../../nbs/09g_tasks.diffusion.ipynb #f5f5bc24
 class AutoencoderFit(nn.Module):
-    ("A model's AutoencoderKL as a fastai model: (LQ, clean) → (reconstruction of the clean crop, KL per latent "
-     "element).")
-    def __init__(self, vae: nn.Module):
+    """A LatentDiffusion's AutoencoderKL as a fastai model: (LQ, clean) → (reconstruction of the clean crop, KL per
+    latent element). It holds the whole model, so its run's checkpoints are ordinary checkpoints of its config."""
+    config_class = DiffusionConfig
+    def __init__(self, config: DiffusionConfig | None = None, model: LatentDiffusion | None = None):
         super().__init__()
-        self.vae = vae
+        self.model = model if model is not None else LatentDiffusion(config)
+        self.config = self.model.config
     def forward(self, lq: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
-        post = self.vae.encode(x * 2 - 1).latent_dist
-        return (self.vae.decode(post.sample()).sample + 1) / 2, post.kl()
+        post = self.model.vae.encode(x * 2 - 1).latent_dist
+        return (self.model.vae.decode(post.sample()).sample + 1) / 2, post.kl()
 
 # %% ../../nbs/09g_tasks.diffusion.ipynb #344d5003
 def autoencoder_loss(kl: float = 1e-6):
@@ -184,11 +186,14 @@ def fit_autoencoder(model: LatentDiffusion, # a 'kl' model; its AutoencoderKL is
         raise ValueError("fit_autoencoder: the model is pixel-space (config.latent='pixel'); nothing to fit")
     dls = diffusion_dataloaders(data, size=size, bs=bs, n_train=256, n_valid=16, sigma=(0, 0), valid_sigma=0, seed=seed,
                                 device=device, mode='rgb' if model.config.channels == 3 else 'gray')
+    trainable = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith('vae.')]
+    model.requires_grad_(False)                                  # only the autoencoder learns here
     model.vae.requires_grad_(True)
-    learn = task_learner(dls, AutoencoderFit(model.vae), autoencoder_loss(kl), metrics=(), lr=lr, clip=1.0, amp=False)
+    learn = task_learner(dls, AutoencoderFit(model=model), autoencoder_loss(kl), metrics=(), lr=lr, clip=1.0, amp=False)
     with learn.no_bar(), learn.no_logging(): before = learn.validate()[0]
     rec = fit_run(learn, run or tempfile.mkdtemp(), minutes=minutes, lr=lr, monitor='valid_loss', quiet=True)
     model.vae.eval().requires_grad_(False)
+    for p in trainable: p.requires_grad_(True)
     _, x, _ = dls.valid.one_batch()
     with torch.no_grad(): rec_x = model.decode(model.encode(x)).clamp(0, 1)
     return dict(epochs=rec['epochs'], seconds=rec['seconds'], valid_loss_before=float(before),
@@ -197,8 +202,8 @@ def fit_autoencoder(model: LatentDiffusion, # a 'kl' model; its AutoencoderKL is
 # %% ../../nbs/09g_tasks.diffusion.ipynb #2e533f43
 def cascade(first: nn.Module, model: LatentDiffusion, y: Tensor, steps: int = 25, strength: float = 0.3, seed: int = 0,
             guidance: float = 1.0, text: dict | None = None) -> Tensor:
-    ("A restorer's estimate refined by diffusion: noise it to `strength` of the schedule and sample back, conditioned "
-     "on y.")
+    """A restorer's estimate refined by diffusion: noise it to `strength` of the schedule and sample back, conditioned
+    on y."""
     with torch.no_grad(): x1 = first.eval()(y.to(next(first.parameters()).device)).clamp(0, 1)
     return sample(model, y, steps=steps, guidance=guidance, seed=seed, text=text, init=x1, strength=strength)
 
@@ -207,8 +212,8 @@ def diffpir(model: LatentDiffusion, y: Tensor, op: nn.Module, sigma: float, step
             zeta: float = 1.0,
             seed: int = 0, x_start: Tensor | None = None, cg_iters: int = 20,
             guidance_cond: Tensor | None = None) -> Tensor:
-    ("DiffPIR (Zhu et al. 2023): alternate the diffusion prior's denoised estimate with the data proximal step of the "
-     "measurement model `op`.")
+    """DiffPIR (Zhu et al. 2023): alternate the diffusion prior's denoised estimate with the data proximal step of the
+    measurement model `op`."""
     model.eval()
     dev = next(model.parameters()).device
     y = y.to(dev)
@@ -238,8 +243,8 @@ def diffpir(model: LatentDiffusion, y: Tensor, op: nn.Module, sigma: float, step
 
 # %% ../../nbs/09g_tasks.diffusion.ipynb #81812cc3
 def dps_gradient(model: LatentDiffusion, z: Tensor, t: int, y: Tensor, op: nn.Module, cond: Tensor | None = None):
-    ("∇_{z_t} ‖y − A D(ẑ0(z_t))‖ through the UNet (and decoder), with ẑ0, ε̂ and the residual (DPS's likelihood "
-     "gradient).")
+    """∇_{z_t} ‖y − A D(ẑ0(z_t))‖ through the UNet (and decoder), with ẑ0, ε̂ and the residual (DPS's likelihood
+    gradient)."""
     with torch.enable_grad():
         z = z.detach().requires_grad_(True)
         z0, eps = model.to_x0_eps(z, model.predict(z, t, cond), t)
@@ -251,8 +256,8 @@ def dps_gradient(model: LatentDiffusion, z: Tensor, t: int, y: Tensor, op: nn.Mo
 def dps(model: LatentDiffusion, y: Tensor, op: nn.Module, steps: int = 50, zeta: float = 10.0, seed: int = 0,
         eta: float = 1.0,
         guidance_cond: Tensor | None = None) -> Tensor:
-    ("Diffusion posterior sampling (Chung et al. 2023): a DDIM step of the prior, then a step of ζ down the gradient "
-     "of ‖y − A x̂0(z_t)‖.")
+    """Diffusion posterior sampling (Chung et al. 2023): a DDIM step of the prior, then a step of ζ down the gradient of
+    ‖y − A x̂0(z_t)‖."""
     model.eval()
     dev = next(model.parameters()).device
     y = y.to(dev)
@@ -295,8 +300,8 @@ def diffusion_method(model: LatentDiffusion, method: str = 'conditional', steps:
 
 # %% ../../nbs/09g_tasks.diffusion.ipynb #8a6d7739
 def edit_map(x: Tensor, y: Tensor, op: nn.Module, sigma: float, window: int = 7) -> Tensor:
-    ("Local RMS of the residual A x − y in units of σ, `(B,1,H,W)` on x's grid: ≈ 1 where x explains y, ≫ 1 where it "
-     "departs.")
+    """Local RMS of the residual A x − y in units of σ, `(B,1,H,W)` on x's grid: ≈ 1 where x explains y, ≫ 1 where it
+    departs."""
     r = (op(x) - y).pow(2).mean(1, keepdim=True)
     if r.shape[-2:] != x.shape[-2:]: r = F.interpolate(r, size=x.shape[-2:], mode='nearest')
     p = window // 2
@@ -305,15 +310,15 @@ def edit_map(x: Tensor, y: Tensor, op: nn.Module, sigma: float, window: int = 7)
 
 # %% ../../nbs/09g_tasks.diffusion.ipynb #f78b3098
 def confidence_map(samples: Tensor, sigma: float) -> Tensor:
-    ("From K samples `(K,B,C,H,W)` of one input: exp(−½ (s/σ)²), s the per-pixel spread; 1 where they agree within the "
-     "noise.")
+    """From K samples `(K,B,C,H,W)` of one input: exp(−½ (s/σ)²), s the per-pixel spread; 1 where they agree within the
+    noise."""
     s = samples.std(0).mean(1, keepdim=True)
     return torch.exp(-0.5 * (s / max(float(sigma), 1 / 255)) ** 2)
 
 # %% ../../nbs/09g_tasks.diffusion.ipynb #38985111
 def module_hashes(model: nn.Module) -> dict:
-    ("SHA-256 of each top-level component's tensors (names, dtypes, shapes, bytes, in name order): which weights made "
-     "an output.")
+    """SHA-256 of each top-level component's tensors (names, dtypes, shapes, bytes, in name order): which weights made
+    an output."""
     groups: dict[str, list] = {}
     for k, v in model.state_dict().items(): groups.setdefault(k.split('.')[0], []).append((k, v))
     out = {}
@@ -396,8 +401,8 @@ def diffusion_restore_files(ckpt: str | Path, inputs, out: str | Path, method: s
                             guidance: float = 1.0, seed: int = 0, eta: float = 0.0, prompt: str | None = None,
                             text_encoder: str = 'minilm', lam: float = 7.0, zeta: float | None = None, samples: int = 2,
                             start: str = 'noise') -> list[dict]:
-    ("Restore files with a diffusion checkpoint (CPU): NAME_restored.png, edit and confidence maps, a reproducible "
-     "manifest.")
+    """Restore files with a diffusion checkpoint (CPU): NAME_restored.png, edit and confidence maps, a reproducible
+    manifest."""
     inputs, cdir = input_files(inputs), checkpoint_dir(ckpt, 'best')
     model = load_model(cdir)
     if not isinstance(model, LatentDiffusion):
@@ -470,12 +475,12 @@ def evaluate_diffusion(model: LatentDiffusion, data='builtin', sigmas=(25,), ste
                        guidance: float = 1.0, seed: int = 0, n: int | None = None, extra: dict | None = None) -> Result:
     "Denoise test crops at each σ (0–255) with 1…N DDIM steps beside the noisy input (and `extra` methods)."
     starts = ('noise', 'measurement') if model.config.latent == 'pixel' else ('noise',)
-    methods = {'noisy input': noisy_input(), **{
-        f"DDIM from {s}, {k} step{'s' if k > 1 else ''}": diffusion_method(model, steps=k, guidance=guidance, seed=seed,
-                                                                            start=s) for s in starts for k in steps}}
+    ddim = {f"DDIM from {s}, {k} step{'s' if k > 1 else ''}":
+            diffusion_method(model, steps=k, guidance=guidance, seed=seed, start=s) for s in starts for k in steps}
+    methods = {'noisy input': noisy_input(), **ddim}
     degs = {f'σ={s:g}': Identity(GaussianNoise(sigma_fraction(s))) for s in sigmas}
-    return evaluate({**methods, **(extra or {})}, eval_images(data, size,
-                                                              'rgb' if model.config.channels == 3 else 'gray', n),
+    mode = 'rgb' if model.config.channels == 3 else 'gray'
+    return evaluate({**methods, **(extra or {})}, eval_images(data, size, mode, n),
                     degs, seed=seed, task='diffusion', streams=sigma_streams(sigmas), batch=True,
                     protocol=dict(size=size, guidance=guidance, sampler='DDIM η=0'))
 

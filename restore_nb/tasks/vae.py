@@ -46,8 +46,8 @@ def _weights_usable(enum: str) -> bool:
 
 # %% ../../nbs/09f_tasks.vae.ipynb #c4a94fd4
 class FeatureEncoder(nn.Module):
-    ("Frozen multi-scale features for perceptual terms: ImageNet VGG16 (`'vgg'`) or a small seeded local network "
-     "(`'local'`).")
+    """Frozen multi-scale features for perceptual terms: ImageNet VGG16 (`'vgg'`) or a small seeded local network
+    (`'local'`)."""
     def __init__(self, kind: str = 'auto', # 'vgg', 'local' or 'auto' (VGG when its weights are cached or on Colab)
                  seed: int = 0): # seed of the local network's initialisation
         super().__init__()
@@ -85,8 +85,8 @@ def _unit(f: Tensor) -> Tensor: return f / (f.pow(2).sum(1, keepdim=True).sqrt()
 
 # %% ../../nbs/09f_tasks.vae.ipynb #9743a768
 class PerceptualDistance(nn.Module):
-    ("Mean over layers of the squared distance between channel-normalised features of a `FeatureEncoder` "
-     "(`reduction='none'`: per image).")
+    """Mean over layers of the squared distance between channel-normalised features of a `FeatureEncoder`
+    (`reduction='none'`: per image)."""
     def __init__(self, encoder: FeatureEncoder | str = 'auto', reduction: str = 'mean'):
         super().__init__()
         self.encoder = encoder if isinstance(encoder, nn.Module) else FeatureEncoder(encoder)
@@ -127,8 +127,8 @@ RECON_TERMS = {'l1': L1Loss, 'mse': MSELoss, 'ssim': SSIMLoss, 'centre': CentreW
                'perceptual': PerceptualDistance}
 
 def parse_terms(spec: str | dict) -> dict[str, float]:
-    ("Reconstruction terms from `'l1,perceptual=0.1,ssim=0.2'` (a bare name weighs 1) or a dict; unknown names are an "
-     "error.")
+    """Reconstruction terms from `'l1,perceptual=0.1,ssim=0.2'` (a bare name weighs 1) or a dict; unknown names are an
+    error."""
     if isinstance(spec, dict): terms = {k: float(v) for k, v in spec.items()}
     else:
         terms = {}
@@ -185,8 +185,8 @@ def kl_per_dim(mu: Tensor, logvar: Tensor) -> Tensor:
 
 # %% ../../nbs/09f_tasks.vae.ipynb #920f18ed
 class VAELoss(nn.Module):
-    ("Reconstruction terms + β·KL (optionally with free bits); reads the posterior the model kept; `.last` holds every "
-     "term.")
+    """Reconstruction terms + β·KL (optionally with free bits); reads the posterior the model kept; `.last` holds every
+    term."""
     def __init__(self, model: VAE, # the VAE whose `posterior` the KL term reads
                  recon: str | dict | nn.Module = 'l1', # reconstruction terms (see `recon_loss`) or a loss module
                  beta: float | KLSchedule = 1e-4, # KL weight, or a schedule (set each batch by `KLAnneal`)
@@ -228,8 +228,8 @@ class KLAnneal(Callback):
 def active_units(mu: Tensor, # posterior means `(N, D)` (or `(N, C, h, w)`) over a dataset
                  threshold: float = 0.01, # Burda et al.'s threshold on Var_x(mu_j)
                 ) -> Tensor:
-    ("Boolean mask `(D,)` of active units: dimensions whose posterior mean varies across inputs by more than "
-     "`threshold`.")
+    """Boolean mask `(D,)` of active units: dimensions whose posterior mean varies across inputs by more than
+    `threshold`."""
     mu = mu.flatten(1).double()
     if mu.shape[0] < 2: raise ValueError(f"active_units: need at least 2 inputs, got {mu.shape[0]}")
     return mu.var(0) > threshold
@@ -255,8 +255,8 @@ def mutual_information(mu: Tensor, logvar: Tensor, # posterior parameters over N
 def sharpness(rec: Tensor, # reconstructions `(N,C,H,W)`
               x: Tensor, # their targets
              ) -> float:
-    ("Gradient contrast kept: mean |∇x̂| / mean |∇x| (finite differences, both axes); 1: as sharp as the input, < 1: "
-     "blurred.")
+    """Gradient contrast kept: mean |∇x̂| / mean |∇x| (finite differences, both axes); 1: as sharp as the input, < 1:
+    blurred."""
     g = lambda t: float(t.diff(dim=-1).abs().double().sum() + t.diff(dim=-2).abs().double().sum())
     gx = g(x)
     return g(rec) / gx if gx > 0 else float('nan')
@@ -265,8 +265,8 @@ def sharpness(rec: Tensor, # reconstructions `(N,C,H,W)`
 def edge_gain(rec: Tensor, # reconstructions `(N,C,H,W)`
               x: Tensor, # their targets
              ) -> float:
-    ("Least-squares gain of the reconstruction's gradients on the target's: Σ ∇x̂·∇x / Σ |∇x|² (1: edges kept, < 1: "
-     "blurred, ~0: gone).")
+    """Least-squares gain of the reconstruction's gradients on the target's: Σ ∇x̂·∇x / Σ |∇x|² (1: edges kept, < 1:
+    blurred, ~0: gone)."""
     num = den = 0.0
     for d in (-1, -2):
         gr, gx = rec.diff(dim=d).double(), x.diff(dim=d).double()
@@ -332,8 +332,8 @@ def vae_measure(model: VAE, # the VAE
 
 # %% ../../nbs/09f_tasks.vae.ipynb #2a931c3d
 class VAEDiagnostics(Callback):
-    ("Measure the latent (KL per dimension, active units, MI) and reconstructions (PSNR, SSIM, LPIPS, perceptual, "
-     "sharpness) every epoch.")
+    """Measure the latent (KL per dimension, active units, MI) and reconstructions (PSNR, SSIM, LPIPS, perceptual,
+    sharpness) every epoch."""
     order = 70   # after the Recorder (so the epoch's metrics exist), before WandbLogger (75) logs the epoch
     def __init__(self, n: int = 256, # fixed validation images to measure on
                  path: str | Path | None = None, # write the history here (e.g. RUN/diagnostics.json)
@@ -420,14 +420,14 @@ def vae_dataloaders(data='builtin', # 'builtin', a folder or a .zip of images
                     valid_frac: float = 0.2, # held-out share of the images
                     holdout: str = 'images', # 'images': validate on held-out images; 'crops': on other training crops
                     seed: int = 0, num_workers: int = 0, device=None):
-    ("fastai DataLoaders of (image, image) crops for VAE training; validation crops come from held-out images (or "
-     "other crops).")
+    """fastai DataLoaders of (image, image) crops for VAE training; validation crops come from held-out images (or other
+    crops)."""
     if holdout not in ('images', 'crops'): raise ValueError(f"holdout: expected 'images' or 'crops', got {holdout!r}")
     tr, va = split_source(data, valid_frac, mode)
     if holdout == 'crops': va = tr
-    return make_dataloaders(DegradedPairs(tr, None, n_train, size, seed, True), DegradedPairs(va, None, n_valid, size,
-                                                                                              seed + 1, False),
-                            bs, num_workers, device)
+    tds = DegradedPairs(tr, None, n_train, size, seed, True)
+    vds = DegradedPairs(va, None, n_valid, size, seed + 1, False)
+    return make_dataloaders(tds, vds, bs, num_workers, device)
 
 # %% ../../nbs/09f_tasks.vae.ipynb #e4b49669
 def vae_learner(dls, # from `vae_dataloaders`
@@ -509,8 +509,8 @@ def _load_history(h) -> tuple[dict, list[dict]]:
 def diagnose(history, # VAEDiagnostics, Learner, {'setup','epochs'}, list of rows, or a diagnostics.json / run folder
              ranges: dict | None = None, # overrides of `HEALTHY`
             ) -> 'Diagnosis':
-    ("Read a VAE's diagnostics history and return findings (evidence, fixes, `changes`), the ranges used and the last "
-     "figures.")
+    """Read a VAE's diagnostics history and return findings (evidence, fixes, `changes`), the ranges used and the last
+    figures."""
     setup, rows = _load_history(history)
     r = {**HEALTHY, **(ranges or {})}
     last = rows[-1]
@@ -762,9 +762,8 @@ def _setup_from_run(ckpt, model: VAE) -> dict:
     cfg = json.loads(p.read_text()).get('config', {}) if p and p.exists() else {}
     s = dict(latent=model.config.latent, latent_dims=model.config.latent_dims)
     if cfg:
-        s.update(beta_max=cfg.get('beta'), schedule=cfg.get('schedule', 'constant'), free_bits=cfg.get('free_bits',
-                                                                                                       0.0),
-                 recon=parse_terms(cfg.get('loss') or 'l1'))
+        s.update(beta_max=cfg.get('beta'), schedule=cfg.get('schedule', 'constant'),
+                 free_bits=cfg.get('free_bits', 0.0), recon=parse_terms(cfg.get('loss') or 'l1'))
     return s
 
 # %% ../../nbs/09f_tasks.vae.ipynb #d07874aa

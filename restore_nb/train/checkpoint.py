@@ -103,8 +103,8 @@ def load_train_state(ckpt: str | Path, which: str = 'last') -> dict:
 def load_checkpoint(ckpt: str | Path, # run folder or checkpoint folder
                     which: str = 'best', # 'best' or 'last' when `ckpt` is a run folder
                     device=None) -> nn.Module:
-    ("Load the model of a checkpoint (weights verified against their SHA-256); clear errors for missing or truncated "
-     "files.")
+    """Load the model of a checkpoint (weights verified against their SHA-256); clear errors for missing or truncated
+    files."""
     d = checkpoint_dir(ckpt, which)
     try: return load_model(d, device=device)
     except FileNotFoundError: raise
@@ -112,8 +112,8 @@ def load_checkpoint(ckpt: str | Path, # run folder or checkpoint folder
 
 # %% ../../nbs/06b_train.checkpoint.ipynb #7c1abe9f
 class Checkpoint(Callback):
-    ("Write a checkpoint every `every` epochs and at the best `monitor`, atomically, to `folder` (a run's "
-     "`checkpoints/`).")
+    """Write a checkpoint every `every` epochs and at the best `monitor`, atomically, to `folder` (a run's
+    `checkpoints/`)."""
     order = 70   # after the Recorder (50) has the epoch's metrics
     def __init__(self, folder: str | Path, # checkpoint folder (a run's `checkpoints/`)
                  monitor: str = 'psnr_metric', # metric that picks the best checkpoint

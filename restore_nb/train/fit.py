@@ -75,8 +75,8 @@ def fit_run(learn: Learner, # the Learner (from a task)
             quiet: bool = False, # no progress bar, no metric table
             clock=time.perf_counter, # the budget's clock (tests inject one)
            ) -> dict:
-    ("Train `learn` as a run in folder `run`: checkpoints, NaN guard, exact resume, log and run record; returns the "
-     "record.")
+    """Train `learn` as a run in folder `run`: checkpoints, NaN guard, exact resume, log and run record; returns the
+    record."""
     run = Path(run)
     run.mkdir(parents=True, exist_ok=True)
     record = json.loads((run/'run.json').read_text()) if (run/'run.json').exists() else {}

@@ -10,15 +10,15 @@ import math, random, time
 
 import torch
 import torch.nn as nn
+from torch import Tensor
+
+from ..losses import psnr_metric, ssim_metric   # first: restore_nb.core's warning filters cover fastai's
 from fastai.callback.core import Callback, CancelFitException, CancelTrainException
 from fastai.callback.schedule import fit_one_cycle  # noqa: F401  (patches Learner.fit_one_cycle)
 from fastai.callback.training import GradientClip
 from fastai.learner import Learner
 from fastai.optimizer import Adam
 from fastcore.foundation import L
-from torch import Tensor
-
-from ..losses import psnr_metric, ssim_metric
 
 # %% auto #0
 __all__ = ['EpochSeed', 'ModelInputs', 'model_inputs', 'unwrap', 'EMA', 'task_learner', 'NaNGuard', 'history', 'TimeBudget']
@@ -143,10 +143,11 @@ class TimeBudget(Callback):
                  clock=time.perf_counter, # seconds since an arbitrary origin (injectable for tests)
                 ):
         if not seconds > 0: raise ValueError(f"TimeBudget: seconds must be > 0, got {seconds}")
-        self.seconds, self.spent, self.clock, self.expected_epochs = seconds, spent, clock, None
+        self.seconds, self.spent, self.clock, self.expected_epochs, self.label = seconds, spent, clock, None, ''
     def before_fit(self): self.t0 = self.clock() - self.spent
     def _frac(self): return (self.clock() - self.t0) / self.seconds
     def before_batch(self):
+        if self.iter == 0: self._label()
         if not self.training: return
         f = self._frac()
         if f >= 1:
@@ -160,5 +161,11 @@ class TimeBudget(Callback):
         if self.epoch and f > 0: self.expected_epochs = max(self.epoch + 1, math.ceil(self.epoch / f))
         bar = getattr(getattr(self.learn, 'progress', None), 'mbar', None)
         if bar is not None and self.expected_epochs: bar.main_bar.total = self.expected_epochs
+    def _label(self):
+        "The progress bar's epoch label: the projected epoch count ('?' before one epoch is timed), not the bound."
+        n = f'~{self.expected_epochs}' if self.expected_epochs else '?'
+        self.label = f'Epoch {self.epoch + 1}/{n} ({self.seconds / 60:g} min budget) :'
+        bar = getattr(getattr(self.learn, 'progress', None), 'mbar', None)
+        if getattr(bar, 'child', None) is not None: bar.child.prefix = self.label
     def after_train(self):
         if self.cut: self.recorder.cancel_train = False   # keep the cut epoch's training loss (before the Recorder)
