@@ -160,12 +160,19 @@ class TimeBudget(Callback):
         if f >= 1: raise CancelFitException
         if self.epoch and f > 0: self.expected_epochs = max(self.epoch + 1, math.ceil(self.epoch / f))
         bar = getattr(getattr(self.learn, 'progress', None), 'mbar', None)
-        if bar is not None and self.expected_epochs: bar.main_bar.total = self.expected_epochs
-    def _label(self):
-        "The progress bar's epoch label: the projected epoch count ('?' before one epoch is timed), not the bound."
+        if bar is None: return
+        if self.expected_epochs: bar.main_bar.total = self.expected_epochs
+        if 'add_child' not in vars(bar): bar.add_child = self._labelled(bar.add_child)
+    def _label(self) -> str:
+        "The epoch label: the projected epoch count ('?' before one epoch is timed), not the schedule's bound."
         n = f'~{self.expected_epochs}' if self.expected_epochs else '?'
         self.label = f'Epoch {self.epoch + 1}/{n} ({self.seconds / 60:g} min budget) :'
-        bar = getattr(getattr(self.learn, 'progress', None), 'mbar', None)
-        if getattr(bar, 'child', None) is not None: bar.child.prefix = self.label
+        return self.label
+    def _labelled(self, add_child):
+        "The master bar's `add_child`, then this label on each new (training or validation) bar."
+        def f(child):
+            add_child(child)
+            child.prefix = self._label()
+        return f
     def after_train(self):
         if self.cut: self.recorder.cancel_train = False   # keep the cut epoch's training loss (before the Recorder)
