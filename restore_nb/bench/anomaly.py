@@ -64,9 +64,10 @@ def bench_anomaly(o: AnomalyBenchOptions) -> Result:
         results[name] = evaluate_anomaly(model, test, n_boot=o.n_boot)
     key = 'l1/topk'
     pairs = [('ra', 'unet'), ('ra', 'blur baseline'), ('unet', 'blur baseline'), ('unet+noise', 'unet')]
-    comparisons = {f'{a} - {b}': compare_auroc(results[a].arrays['scores'][key], results[b].arrays['scores'][key],
-                                               test['labels'], o.n_boot, o.seed) for a,
-                   b in pairs if a in results and b in results}
+    def compare(a, b):
+        return compare_auroc(results[a].arrays['scores'][key], results[b].arrays['scores'][key], test['labels'],
+                             o.n_boot, o.seed)
+    comparisons = {f'{a} - {b}': compare(a, b) for a, b in pairs if a in results and b in results}
     return _result(o, test, results, info, comparisons, key)
 
 # %% ../../nbs/benchmarks/anomaly.ipynb #daa88cf8
@@ -81,8 +82,8 @@ def _result(o, test, results, info, comparisons, key) -> Result:
     rows = [dict(kind=k, label=int(y), **{f'{m}:{key}': float(results[m].arrays['scores'][key][i]) for m in results})
             for i, (k, y) in enumerate(zip(test['kind'], test['labels']))]
     res = Result('anomaly', proto, {k: v.metrics for k, v in results.items()}, rows,
-                 dict(results={k: {kk: v[kk] for kk in ('best', 'metrics', 'groups', 'recon_psnr')} for k,
-                               v in results.items()},
+                 dict(results={k: {kk: v[kk] for kk in ('best', 'metrics', 'groups', 'recon_psnr')}
+                               for k, v in results.items()},
                       comparisons=dict(score=key, pairs=comparisons)))
     res.markdown = _markdown(res)
     return res

@@ -237,8 +237,8 @@ def bench_deblur(o: DeblurBenchOptions) -> Result:
 def _markdown(res: Result) -> str:
     sets = list(res.metrics[next(iter(res.metrics))])
     lines = ['| method | ' + ' | '.join(f'{s} PSNR / SSIM' for s in sets) + ' |', '|---|' + '---|' * len(sets)]
-    lines += [f'| {m} | ' + ' | '.join(f"{r[s]['psnr']:.2f} / {r[s]['ssim']:.3f}" for s in sets) + ' |' for m,
-              r in res.metrics.items()]
+    lines += [f'| {m} | ' + ' | '.join(f"{r[s]['psnr']:.2f} / {r[s]['ssim']:.3f}" for s in sets) + ' |'
+              for m, r in res.metrics.items()]
     sp = res['speed']
     out = ['## Quality', '', f"Protocol: {res.protocol['test']}", '', *lines, '',
            '## Speed (Richardson–Lucy, 30 iterations)', '',

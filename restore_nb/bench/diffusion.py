@@ -181,8 +181,8 @@ def diffusion_markdown(res: Result) -> str:
     s += [f"| {k} | {v['psnr']:.2f} | {v['ssim']:.3f} | {v['seconds']:.2f} |" for k, v in m['deblur'].items()]
     s += ['', '**The same prior on other operators** (DiffPIR, noise σ=2.55)', '',
           '| problem | baseline | baseline PSNR | DiffPIR PSNR | s / image |', '|---|---|---|---|---|']
-    s += [f"| {k} | {v['baseline']} | {v['baseline_psnr']:.2f} | {v['diffpir_psnr']:.2f} | {v['seconds']:.2f} |" for k,
-          v in m['other'].items()]
+    s += [f"| {k} | {v['baseline']} | {v['baseline_psnr']:.2f} | {v['diffpir_psnr']:.2f} | {v['seconds']:.2f} |"
+          for k, v in m['other'].items()]
     return '\n'.join(s) + '\n'
 
 # %% ../../nbs/benchmarks/diffusion.ipynb #40d7c29c

@@ -78,6 +78,13 @@ def matched_timestep(model: LatentDiffusion, sigma: float) -> int:
     return int(torch.searchsorted((1 - ac) / ac, snr_inv).clamp(max=len(ac) - 1))
 
 # %% ../../nbs/09g_tasks.diffusion.ipynb #ecad4190
+def _start_noise(model: LatentDiffusion, image: Tensor, seed: int) -> tuple[torch.Generator, Tensor]:
+    "A sampler's CPU generator and its first latent: white noise the shape of `image`'s latent, on the model's device."
+    f = model.config.factor
+    g = torch.Generator('cpu').manual_seed(seed)
+    shape = (image.shape[0], model.config.z_channels, image.shape[2] // f, image.shape[3] // f)
+    return g, torch.randn(shape, generator=g).to(next(model.parameters()).device)
+
 @torch.no_grad()
 def sample(model: LatentDiffusion, # a trained model
            lq: Tensor, # degraded images `(B,C,H,W)` in [0, 1] (sides a multiple of `config.multiple`)
@@ -95,15 +102,12 @@ def sample(model: LatentDiffusion, # a trained model
     model.eval()
     dev = next(model.parameters()).device
     lq = lq.to(dev)
-    f = model.config.factor
     if lq.shape[-1] % model.config.multiple or lq.shape[-2] % model.config.multiple:
         raise ValueError(f"lq: sides must be multiples of {model.config.multiple}, got {tuple(lq.shape[-2:])}")
     cond = model.encode(lq) if model.config.cond_lq else None
-    g = torch.Generator('cpu').manual_seed(seed)
-    shape = (lq.shape[0], model.config.z_channels, lq.shape[2] // f, lq.shape[3] // f)
+    g, z = _start_noise(model, lq, seed)
     ts = timesteps(model, steps)
     ac = model.alphas_cumprod
-    z = torch.randn(shape, generator=g).to(dev)
     if init is not None:
         if not 0 < strength <= 1: raise ValueError(f"strength: expected a fraction in (0, 1], got {strength}")
         ts = ts[steps - max(1, int(round(steps * strength))):]
@@ -218,14 +222,10 @@ def diffpir(model: LatentDiffusion, y: Tensor, op: nn.Module, sigma: float, step
     dev = next(model.parameters()).device
     y = y.to(dev)
     if x_start is None: x_start = op.adjoint(y)
-    B = y.shape[0]
-    f = model.config.factor
-    shape = (B, model.config.z_channels, x_start.shape[2] // f, x_start.shape[3] // f)
-    g = torch.Generator('cpu').manual_seed(seed)
+    g, z = _start_noise(model, x_start, seed)
     ac = model.alphas_cumprod
     ts = timesteps(model, steps)
     sigma = max(float(sigma), 1e-3)
-    z = torch.randn(shape, generator=g).to(dev)
     for i, t in enumerate(ts):
         with torch.no_grad():
             out = model.predict(z, t, guidance_cond)
@@ -238,7 +238,7 @@ def diffpir(model: LatentDiffusion, y: Tensor, op: nn.Module, sigma: float, step
             eps = (z - a ** 0.5 * z0) / (1 - a) ** 0.5
             ap = float(ac[ts[i + 1]])
             z = ap**0.5 * z0 + (1 - ap) ** 0.5 * (
-                (1 - zeta) ** 0.5 * eps + zeta**0.5 * torch.randn(shape, generator=g).to(dev)
+                (1 - zeta) ** 0.5 * eps + zeta**0.5 * torch.randn(z.shape, generator=g).to(dev)
             )
 
 # %% ../../nbs/09g_tasks.diffusion.ipynb #81812cc3
@@ -261,14 +261,9 @@ def dps(model: LatentDiffusion, y: Tensor, op: nn.Module, steps: int = 50, zeta:
     model.eval()
     dev = next(model.parameters()).device
     y = y.to(dev)
-    x_ref = op.adjoint(y)
-    B = y.shape[0]
-    f = model.config.factor
-    shape = (B, model.config.z_channels, x_ref.shape[2] // f, x_ref.shape[3] // f)
-    g = torch.Generator('cpu').manual_seed(seed)
+    g, z = _start_noise(model, op.adjoint(y), seed)
     ac = model.alphas_cumprod
     ts = timesteps(model, steps)
-    z = torch.randn(shape, generator=g).to(dev)
     for i, t in enumerate(ts):
         grad, z0, eps, r = dps_gradient(model, z, t, y, op, guidance_cond)
         if i == len(ts) - 1: return model.decode(z0).clamp(0, 1)

@@ -206,8 +206,8 @@ class ResumeFrom(Callback):
         self.learn.opt.load_state_dict({**st['opt'], 'hypers': L(st['opt']['hypers'])})
         ema = next((c for c in self.learn.cbs if isinstance(c, EMA)), None)
         if ema and st.get('ema'):
-            ema.shadow, ema.steps = {k: v.to(self.dls.device) for k,
-                                     v in st['ema']['shadow'].items()}, st['ema']['steps']
+            ema.shadow = {k: v.to(self.dls.device) for k, v in st['ema']['shadow'].items()}
+            ema.steps = st['ema']['steps']
         ck = next((c for c in self.learn.cbs if isinstance(c, Checkpoint)), None)
         if ck: ck.best, ck.start_epoch, ck.spent0 = st['best'], self.start, st['spent']
 
