@@ -6,7 +6,7 @@ Docs: https://restore-nb.github.io/restore_nb/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #4859e726
 from __future__ import annotations
-import dataclasses, hashlib, importlib, json, math, os, random, sys, tempfile, warnings
+import contextvars, dataclasses, hashlib, importlib, json, math, os, random, sys, tempfile, warnings
 from contextlib import contextmanager, nullcontext
 from functools import lru_cache
 from pathlib import Path
@@ -25,10 +25,10 @@ warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', ca
 # %% auto #0
 __all__ = ['IMAGE_EXTS', 'SAMPLE_NAMES', 'DRIVE_MOUNT', 'atomic_path', 'atomic_write', 'write_json', 'write_text', 'to_tensor',
            'to_numpy', 'to_linear', 'to_srgb', 'srgb_encode', 'ImageReadError', 'load_image', 'convert_channels',
-           'save_image', 'resize_crop', 'sample_images', 'exporting', 'check_image', 'check_number', 'check_range',
-           'set_seed', 'rng', 'draw', 'uniform', 'item_seed', 'default_device', 'work_dtype', 'no_autocast',
-           'show_images', 'in_colab', 'mount_drive', 'persist_dir', 'sha256_file', 'count_parameters', 'save_model',
-           'load_model']
+           'save_image', 'resize_crop', 'sample_images', 'exporting', 'unchecked', 'check_image', 'check_number',
+           'check_range', 'set_seed', 'rng', 'draw', 'uniform', 'item_seed', 'default_device', 'work_dtype',
+           'no_autocast', 'show_images', 'in_colab', 'mount_drive', 'persist_dir', 'sha256_file', 'count_parameters',
+           'save_model', 'load_model']
 
 # %% ../nbs/00_core.ipynb #cbc04f96
 def _umask() -> int:
@@ -326,6 +326,15 @@ def exporting() -> bool:
     return bool(f is not None and f())
 
 # %% ../nbs/00_core.ipynb #1be0fa6f
+_CHECK_VALUES = contextvars.ContextVar('restore_nb_check_values', default=True)
+
+@contextmanager
+def unchecked():
+    "Inside, `check_image` checks types and shapes but not values: for inner loops whose inputs were checked once."
+    token = _CHECK_VALUES.set(False)
+    try: yield
+    finally: _CHECK_VALUES.reset(token)
+
 def check_image(x, # the argument
                 name: str = 'x', # its name, for the message
                 op: str = '', # the function or operator that received it
@@ -337,7 +346,7 @@ def check_image(x, # the argument
     if x.ndim != 4: raise ValueError(f"{pre}{name} must have shape (B,C,H,W), got {tuple(x.shape)}")
     if not x.is_floating_point(): raise ValueError(f"{pre}{name} must be a floating-point tensor, got {x.dtype}")
     if x.numel() == 0: raise ValueError(f"{pre}{name} must be non-empty, got shape {tuple(x.shape)}")
-    if not exporting() and not torch.isfinite(x.detach().sum(dtype=torch.float64)):
+    if not exporting() and _CHECK_VALUES.get() and not torch.isfinite(x.detach().sum(dtype=torch.float64)):
         raise ValueError(f"{pre}{name} contains NaN or Inf; expected finite values")
     return x
 

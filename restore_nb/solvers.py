@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .core import check_image
+from .core import check_image, unchecked
 from .physics.kernels import check_kernel, gaussian_kernel
 from .physics.ops import Blur, LinearOperator
 
@@ -35,17 +35,18 @@ def richardson_lucy(y: Tensor, # (B,C,H,W) blurred observation
     x = (y if x0 is None else x0).clamp_min(eps).clone()
     norm = A.adjoint(torch.ones_like(y)).clamp_min(eps)
     active = torch.ones(y.shape[0], dtype=torch.bool, device=y.device)
-    for t in range(iters):
-        ratio = y / A(x).clamp_min(eps)
-        denom = norm - tv * tv_divergence(x) if tv else norm
-        x_new = x * A.adjoint(ratio) / denom.clamp_min(eps)
-        if tol is not None:
-            change = (x_new - x).flatten(1).norm(dim=1) / x.flatten(1).norm(dim=1).clamp_min(eps)
-            x_new = torch.where(active.view(-1, 1, 1, 1), x_new, x)
-            active &= change >= tol
-        x = x_new
-        if callback is not None: callback(t, x)
-        if tol is not None and not active.any(): break
+    with unchecked():                                   # y was checked once; the iterates stay finite and positive
+        for t in range(iters):
+            ratio = y / A(x).clamp_min(eps)
+            denom = (norm - tv * tv_divergence(x)).clamp_min(eps) if tv else norm
+            x_new = x * A.adjoint(ratio) / denom
+            if tol is not None:
+                change = (x_new - x).flatten(1).norm(dim=1) / x.flatten(1).norm(dim=1).clamp_min(eps)
+                x_new = torch.where(active.view(-1, 1, 1, 1), x_new, x)
+                active &= change >= tol
+            x = x_new
+            if callback is not None: callback(t, x)
+            if tol is not None and not active.any(): break
     return x
 
 # %% ../nbs/02_solvers.ipynb #9f143cc9
@@ -148,13 +149,14 @@ def blind_richardson_lucy(y: Tensor, # (B,C,H,W) observation
     y = y.clamp_min(0)
     x = y.clamp_min(eps).clone()
     ones = torch.ones_like(y)
-    for _ in range(iters):
-        A = Blur(k, boundary=boundary)
-        x = richardson_lucy(y, A, iters=image_steps, eps=eps, x0=x)
-        for _ in range(kernel_steps):
-            ratio = y / A(x).clamp_min(eps)
-            k = project_simplex(k * A.kernel_adjoint(x, ratio) / A.kernel_adjoint(x, ones).clamp_min(eps))
-            A = A.with_kernel(k)
+    with unchecked():
+        for _ in range(iters):
+            A = Blur(k, boundary=boundary)
+            x = richardson_lucy(y, A, iters=image_steps, eps=eps, x0=x)
+            for _ in range(kernel_steps):
+                ratio = y / A(x).clamp_min(eps)
+                k = project_simplex(k * A.kernel_adjoint(x, ratio) / A.kernel_adjoint(x, ones).clamp_min(eps))
+                A = A.with_kernel(k)
     return x, k
 
 # %% ../nbs/02_solvers.ipynb #a52ef204

@@ -126,6 +126,47 @@ def test_kernel_adjoint(boundary, kshape):
     torch.testing.assert_close(kk.grad, G, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize('direct', [False, True])
+@pytest.mark.parametrize('boundary,mode', BOUNDARIES)
+@pytest.mark.parametrize('kshape', [(9, 7), (2, 31, 31)])
+def test_fft_and_direct_paths_match_scipy_and_are_adjoint(direct, boundary, mode, kshape):
+    "Both paths, whichever the cost model would pick, compute scipy's convolution and its exact transpose."
+    from restore_nb.physics.ops import _conv, _conv_adjoint, _kernel_adjoint
+    x, y, k = rand(2, 3, 40, 45, seed=1), rand(2, 3, 40, 45, seed=2, normal=True), rand(*kshape, seed=3)
+    kb = k if k.ndim == 3 else k[None]
+    np.testing.assert_allclose(_conv(x, kb, boundary, direct=direct).numpy(), scipy_blur(x, kb, mode), atol=1e-10)
+    lhs = (_conv(x, kb, boundary, direct=direct) * y).sum()
+    assert abs(lhs - (x * _conv_adjoint(y, kb, boundary, direct=direct)).sum()) < 1e-12 * abs(lhs)
+    assert abs(lhs - (kb * _kernel_adjoint(x, y, kb, boundary, direct=direct)).sum()) < 1e-12 * abs(lhs)
+
+
+def test_fast_fft_sizes_and_path_choice():
+    from restore_nb.physics.ops import _direct, fast_len
+    assert [fast_len(n) for n in (1, 13, 272, 1040)] == [1, 14, 280, 1050]
+    assert _direct(torch.empty(1, 1, 256, 256), torch.empty(1, 9, 9), 'reflect')
+    assert not _direct(torch.empty(1, 1, 64, 64), torch.empty(1, 31, 31), 'reflect')
+
+
+def test_blur_operator_passes_gradients_to_its_kernel():
+    "A `Blur` built from a kernel that requires grad keeps its graph (the blind networks learn through it)."
+    x, r = rand(2, 3, 12, 13, seed=4), rand(2, 3, 12, 13, seed=5, normal=True)
+    k = rand(2, 5, 5, seed=6).requires_grad_(True)
+    A = Blur(k)
+    (A(x) * r).sum().backward()
+    torch.testing.assert_close(k.grad, A.kernel_adjoint(x, r).detach(), rtol=1e-10, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda kk: Blur(kk).adjoint(r), (k.detach().clone().requires_grad_(True),))
+    assert not Blur(k.detach()).kernel.requires_grad
+
+
+def test_unchecked_skips_value_checks_only():
+    from restore_nb.core import unchecked
+    nan = torch.full((1, 1, 8, 8), float('nan'))
+    with pytest.raises(ValueError, match='NaN'): Blur(torch.ones(3, 3))(nan)
+    with unchecked():
+        assert torch.isnan(Blur(torch.ones(3, 3))(nan)).all()
+        with pytest.raises(ValueError, match='shape'): Blur(torch.ones(3, 3))(torch.rand(8, 8))
+
+
 def test_functional_blur_gradients_in_image_and_kernel():
     x = rand(2, 1, 6, 7, seed=8).requires_grad_(True)
     k = rand(2, 3, 3, seed=9).requires_grad_(True)

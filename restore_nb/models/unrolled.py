@@ -16,6 +16,7 @@ from fastcore.basics import patch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from ..core import check_image, unchecked
 from ..physics.kernels import gaussian_kernel
 from ..physics.ops import Blur, LinearOperator
 from ..solvers import project_simplex, tv_divergence
@@ -36,6 +37,7 @@ class UnrolledRLConfig:
     learn_init: bool = True    # learnable S0 (and K0 in blind mode)
     boundary: str = 'reflect'  # Blur boundary convention (blind mode; non-blind models use the operator's)
     checkpointing: bool = False  # gradient checkpointing per layer
+    kernel_grad: bool = True   # blind: the loss reaches the kernel estimate through the blurs too (False: ablation)
 
 # %% ../../nbs/05a_models.unrolled.ipynb #0da6f7f8
 def _inv_softplus(v: float) -> float: return math.log(math.expm1(v))
@@ -96,13 +98,13 @@ def _layer(self: UnrolledRL, t: int, x: Tensor, y: Tensor, k: Tensor, ones: Tens
         dt = _rl_dtype(y)
         x, y, k = x.to(dt), y.to(dt), k.to(dt)
         eps = F.softplus(self.eps[t]) + 1e-6
-        if A is None: A = Blur(k, boundary=cfg.boundary)
+        if A is None: A = Blur(k if cfg.kernel_grad else k.detach(), boundary=cfg.boundary)
         if cfg.blind:
             ratio = y / (A(x) + eps)
             num = A.kernel_adjoint(x, ratio).clamp_min(0)
             den = A.kernel_adjoint(x, ones).clamp_min(1e-6)
             k = project_simplex(k * (num / den + 1e-8) ** F.softplus(self.kstep[t]))
-            A, norm = A.with_kernel(k), None
+            A, norm = A.with_kernel(k if cfg.kernel_grad else k.detach()), None
         ratio = y / (A(x) + eps)
         if norm is None: norm = A.adjoint(ones)
         denom = (norm - F.softplus(self.tv[t]) * tv_divergence(x)).clamp_min(1e-2)
@@ -137,6 +139,7 @@ def forward(self: UnrolledRL,
     cfg = self.config
     if y.ndim != 4 or y.shape[1] != cfg.channels:
         raise ValueError(f"y: expected (B,{cfg.channels},H,W), got {tuple(y.shape)}")
+    check_image(y, 'y', 'UnrolledRL')
     k = self._kernels(y, A)
     yc = y.clamp_min(0)
     x = (self.init(yc) if self.init is not None else yc).clamp_min(1e-6)
@@ -146,12 +149,13 @@ def forward(self: UnrolledRL,
         Af = Blur(k.to(ones.dtype), boundary=A.boundary)
         norm = Af.adjoint(ones)
     xs, ks = [x], [k]
-    for t in range(cfg.layers):
-        if cfg.checkpointing and self.training and torch.is_grad_enabled():
-            x, k = checkpoint(self._layer, t, x, yc, k, ones, Af, norm, use_reentrant=False)
-        else: x, k = self._layer(t, x, yc, k, ones, Af, norm)
-        xs.append(x)
-        ks.append(k)
+    with unchecked():                           # y was checked above; the layers keep their iterates finite
+        for t in range(cfg.layers):
+            if cfg.checkpointing and self.training and torch.is_grad_enabled():
+                x, k = checkpoint(self._layer, t, x, yc, k, ones, Af, norm, use_reentrant=False)
+            else: x, k = self._layer(t, x, yc, k, ones, Af, norm)
+            xs.append(x)
+            ks.append(k)
     self.kernel = k if cfg.blind else None
     if return_all: return (xs, ks) if cfg.blind else xs
     return x

@@ -6,6 +6,9 @@ Docs: https://restore-nb.github.io/restore_nb/physics.ops.html.md"""
 
 # %% ../../nbs/01c_physics.ops.ipynb #6f363fd1
 from __future__ import annotations
+import math
+from functools import lru_cache
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -18,8 +21,8 @@ from .kernels import gaussian_kernel, kernel_batch
 from .noise import Noise, noise_from_spec
 
 # %% auto #0
-__all__ = ['CFA_PATTERNS', 'OPERATORS', 'LinearOperator', 'adjoint_error', 'Identity', 'blur', 'blur_adjoint', 'Blur',
-           'Downsample', 'cfa_pattern', 'Mosaic', 'Compose', 'operator_from_spec']
+__all__ = ['FFT_COST', 'CFA_PATTERNS', 'OPERATORS', 'LinearOperator', 'adjoint_error', 'Identity', 'fast_len', 'blur',
+           'blur_adjoint', 'Blur', 'Downsample', 'cfa_pattern', 'Mosaic', 'Compose', 'operator_from_spec']
 
 # %% ../../nbs/01c_physics.ops.ipynb #027b2a74
 class LinearOperator(nn.Module):
@@ -111,18 +114,15 @@ def _pad_sym(x: Tensor, ph: int, pw: int) -> Tensor:
 
 # %% ../../nbs/01c_physics.ops.ipynb #31838ed2
 def _fold_sym(z: Tensor, H: int, W: int, ph: int, pw: int) -> Tensor:
-    "Exact adjoint of `_pad_sym`: add every padded strip back, flipped, onto the pixels it was copied from."
+    """Exact adjoint of `_pad_sym`: add every padded strip back, flipped, onto the pixels it was copied from. `z` is a
+    scratch buffer (`(…, H+2ph, W+2pw)`) folded in place; returns its centre."""
     if pw:
-        zc = z[..., :, pw:pw + W].clone()
-        zc[..., :, :pw] += z[..., :, :pw].flip(-1)
-        zc[..., :, W - pw:] += z[..., :, pw + W:].flip(-1)
-        z = zc
+        z[..., :, pw:2 * pw] += z[..., :, :pw].flip(-1)
+        z[..., :, W:W + pw] += z[..., :, pw + W:].flip(-1)
     if ph:
-        zr = z[..., ph:ph + H, :].clone()
-        zr[..., :ph, :] += z[..., :ph, :].flip(-2)
-        zr[..., H - ph:, :] += z[..., ph + H:, :].flip(-2)
-        z = zr
-    return z
+        z[..., ph:2 * ph, :] += z[..., :ph, :].flip(-2)
+        z[..., H:H + ph, :] += z[..., ph + H:, :].flip(-2)
+    return z[..., ph:ph + H, pw:pw + W]
 
 # %% ../../nbs/01c_physics.ops.ipynb #3a58ecfa
 def _fold_circ(z: Tensor, H: int, W: int, ph: int, pw: int) -> Tensor:
@@ -140,18 +140,30 @@ def _fold_circ(z: Tensor, H: int, W: int, ph: int, pw: int) -> Tensor:
     return z
 
 # %% ../../nbs/01c_physics.ops.ipynb #eb011e6f
+@lru_cache(maxsize=None)
+def fast_len(n: int) -> int:
+    "The smallest 7-smooth size (2^a·3^b·5^c·7^d) ≥ `n`: sizes every FFT library transforms at full speed."
+    m = max(int(n), 1)
+    while True:
+        r = m
+        for p in (2, 3, 5, 7):
+            while r % p == 0: r //= p
+        if r == 1: return m
+        m += 1
+
 def _grid(H: int, W: int, kh: int, kw: int, boundary: str):
-    "(FFT height, FFT width, pad rows, pad cols) for an image and kernel size."
+    "(FFT height, FFT width, pad rows, pad cols): reflect pads by the kernel's half-size, then zeros up to a fast size."
     if boundary == 'circular': return H, W, 0, 0
     ph, pw = kh // 2, kw // 2
-    return H + 2 * ph, W + 2 * pw, ph, pw
+    return fast_len(H + 2 * ph), fast_len(W + 2 * pw), ph, pw
 
 # %% ../../nbs/01c_physics.ops.ipynb #08d95b78
-def _spectrum(k: Tensor, Hf: int, Wf: int, dtype) -> Tensor:
-    "rfft2 of `(Bk,kh,kw)` kernels zero-padded to `(Hf,Wf)`, centre rolled to the origin: `(Bk,1,Hf,Wf//2+1)`."
+def _spectrum(k: Tensor, Hf: int, Wf: int, dtype, shift=(0, 0)) -> Tensor:
+    """rfft2 of `(Bk,kh,kw)` kernels zero-padded to `(Hf,Wf)`, centre rolled to the origin (and `shift` further):
+    `(Bk,1,Hf,Wf//2+1)`."""
     kh, kw = k.shape[-2:]
     kp = F.pad(k.to(dtype), (0, Wf - kw, 0, Hf - kh))
-    kp = torch.roll(kp, (-(kh // 2), -(kw // 2)), dims=(-2, -1))
+    kp = torch.roll(kp, (-(kh // 2) - shift[0], -(kw // 2) - shift[1]), dims=(-2, -1))
     return torch.fft.rfft2(kp)[:, None]
 
 # %% ../../nbs/01c_physics.ops.ipynb #956c62e5
@@ -169,42 +181,44 @@ def _check_pair(x: Tensor, k: Tensor, boundary: str, name='x', op='blur'):
                          f"expected 1 or {B} kernels")
 
 # %% ../../nbs/01c_physics.ops.ipynb #d74cca09
-def _conv(x: Tensor, k: Tensor, boundary: str, spec=None) -> Tensor:
-    "Forward blur of a validated batch; `spec(Hf, Wf, dtype)` may supply a cached kernel spectrum."
-    if exporting(): return _conv_direct(x, k, boundary)
+def _conv(x: Tensor, k: Tensor, boundary: str, spec=None, direct: bool | None = None) -> Tensor:
+    """Forward blur of a validated batch, by FFT or direct convolution (`direct`; default: the cheaper, see `_direct`);
+    `spec` may supply cached spectra."""
+    if _direct(x, k, boundary) if direct is None else direct: return _conv_direct(x, k, boundary)
     H, W = x.shape[-2:]
     Hf, Wf, ph, pw = _grid(H, W, *k.shape[-2:], boundary)
     dt = work_dtype(x)
     with no_autocast(x.device):
-        K = spec(Hf, Wf, dt) if spec else _spectrum(k.to(x.device), Hf, Wf, dt)
-        xp = _pad_sym(x.to(dt), ph, pw)
-        z = torch.fft.irfft2(torch.fft.rfft2(xp) * K, s=(Hf, Wf))
+        K = spec(Hf, Wf, dt, False) if spec else _spectrum(k.to(x.device), Hf, Wf, dt)
+        X = torch.fft.rfft2(_pad_sym(x.to(dt), ph, pw), s=(Hf, Wf))
+        z = torch.fft.irfft2(X * K if torch.is_grad_enabled() else X.mul_(K), s=(Hf, Wf))
         return z[..., ph:ph + H, pw:pw + W]
 
 # %% ../../nbs/01c_physics.ops.ipynb #8590f13d
-def _conv_adjoint(y: Tensor, k: Tensor, boundary: str, spec=None) -> Tensor:
-    "Exact transpose of `_conv`: zero-embed, correlate, fold the symmetric border back."
-    if exporting(): return _conv_adjoint_direct(y, k, boundary)
+def _conv_adjoint(y: Tensor, k: Tensor, boundary: str, spec=None, direct: bool | None = None) -> Tensor:
+    """Exact transpose of `_conv`: correlate (conjugate spectrum, shifted by the padding so `y` needs no embedding),
+    fold the symmetric border back."""
+    if _direct(y, k, boundary) if direct is None else direct: return _conv_adjoint_direct(y, k, boundary)
     H, W = y.shape[-2:]
     Hf, Wf, ph, pw = _grid(H, W, *k.shape[-2:], boundary)
     dt = work_dtype(y)
     with no_autocast(y.device):
-        K = spec(Hf, Wf, dt) if spec else _spectrum(k.to(y.device), Hf, Wf, dt)
-        yp = F.pad(y.to(dt), (pw, pw, ph, ph))
-        z = torch.fft.irfft2(torch.fft.rfft2(yp) * K.conj(), s=(Hf, Wf))
-        return _fold_sym(z, H, W, ph, pw)
+        K = spec(Hf, Wf, dt, True) if spec else _spectrum(k.to(y.device), Hf, Wf, dt, (ph, pw)).conj()
+        Y = torch.fft.rfft2(y.to(dt), s=(Hf, Wf))
+        z = torch.fft.irfft2(Y * K if torch.is_grad_enabled() else Y.mul_(K), s=(Hf, Wf))
+        return _fold_sym(z[..., :H + 2 * ph, :W + 2 * pw], H, W, ph, pw)
 
 # %% ../../nbs/01c_physics.ops.ipynb #cbb36507
-def _kernel_adjoint(x: Tensor, r: Tensor, k: Tensor, boundary: str) -> Tensor:
+def _kernel_adjoint(x: Tensor, r: Tensor, k: Tensor, boundary: str, direct: bool | None = None) -> Tensor:
     "Adjoint of k -> A_k x at r, summed over channels (and over the batch for a shared kernel): `(Bk,kh,kw)`."
-    if exporting(): return _kernel_adjoint_direct(x, r, k, boundary)
+    if _direct(x, k, boundary) if direct is None else direct: return _kernel_adjoint_direct(x, r, k, boundary)
     H, W = x.shape[-2:]
     kh, kw = k.shape[-2:]
     Hf, Wf, ph, pw = _grid(H, W, kh, kw, boundary)
     dt = work_dtype(x)
     with no_autocast(x.device):
-        X = torch.fft.rfft2(_pad_sym(x.to(dt), ph, pw))
-        R = torch.fft.rfft2(F.pad(r.to(dt), (pw, pw, ph, ph)))
+        X = torch.fft.rfft2(_pad_sym(x.to(dt), ph, pw), s=(Hf, Wf))
+        R = torch.fft.rfft2(F.pad(r.to(dt), (pw, pw, ph, ph)), s=(Hf, Wf))
         G = (X.conj() * R).sum(1)                                  # correlation, summed over channels
         if k.shape[0] == 1: G = G.sum(0, keepdim=True)
         g = torch.fft.irfft2(G, s=(Hf, Wf))                        # g[m] = sum_i r[i] x[i - m]
@@ -226,15 +240,20 @@ def _conv_direct(x: Tensor, k: Tensor, boundary: str) -> Tensor:
     "The same blur as `_conv` by direct (grouped) convolution: no complex numbers, so it traces to ONNX."
     B, C, H, W = x.shape
     ph, pw = k.shape[-2] // 2, k.shape[-1] // 2
-    xp = _pad_direct(x, ph, pw, boundary).reshape(1, B * C, H + 2 * ph, W + 2 * pw)
-    return F.conv2d(xp, _grouped(k.flip(-2, -1), B, C, x.dtype), groups=B * C).reshape(B, C, H, W)
+    dt = work_dtype(x)
+    with no_autocast(x.device):
+        xp = _pad_direct(x.to(dt), ph, pw, boundary).reshape(1, B * C, H + 2 * ph, W + 2 * pw)
+        return F.conv2d(xp, _grouped(k.flip(-2, -1).to(x.device), B, C, dt), groups=B * C).reshape(B, C, H, W)
 
 # %% ../../nbs/01c_physics.ops.ipynb #d827c2b0
 def _conv_adjoint_direct(y: Tensor, k: Tensor, boundary: str) -> Tensor:
     "The exact transpose of `_conv_direct` (a transposed convolution, then the padding folded back)."
     B, C, H, W = y.shape
     ph, pw = k.shape[-2] // 2, k.shape[-1] // 2
-    z = F.conv_transpose2d(y.reshape(1, B * C, H, W), _grouped(k.flip(-2, -1), B, C, y.dtype), groups=B * C)
+    dt = work_dtype(y)
+    with no_autocast(y.device):
+        z = F.conv_transpose2d(y.to(dt).reshape(1, B * C, H, W), _grouped(k.flip(-2, -1).to(y.device), B, C, dt),
+                               groups=B * C)
     z = z.reshape(B, C, H + 2 * ph, W + 2 * pw)
     return _fold_sym(z, H, W, ph, pw) if boundary == 'reflect' else _fold_circ(z, H, W, ph, pw)
 
@@ -244,10 +263,25 @@ def _kernel_adjoint_direct(x: Tensor, r: Tensor, k: Tensor, boundary: str) -> Te
     B, C, H, W = x.shape
     kh, kw = k.shape[-2:]
     ph, pw = kh // 2, kw // 2
-    xp = _pad_direct(x, ph, pw, boundary).reshape(1, B * C, H + 2 * ph, W + 2 * pw)
-    g = F.conv2d(xp, r.to(x.dtype).reshape(B * C, 1, H, W), groups=B * C)
+    dt = work_dtype(x)
+    with no_autocast(x.device):
+        xp = _pad_direct(x.to(dt), ph, pw, boundary).reshape(1, B * C, H + 2 * ph, W + 2 * pw)
+        g = F.conv2d(xp, r.to(dt).reshape(B * C, 1, H, W), groups=B * C)
     g = g.reshape(B, C, kh, kw).sum(1).flip(-2, -1)               # out[a] = sum_i r[i] xp[i + a]; tap j is a = 2c - j
     return g.sum(0, keepdim=True) if k.shape[0] == 1 else g
+
+# %% ../../nbs/01c_physics.ops.ipynb #92bdb701
+FFT_COST = 24.0   # price of one N·log2(N) unit of the FFT pair, in multiply-adds of direct convolution (2-core CPU)
+
+def _direct(x: Tensor, k: Tensor, boundary: str) -> bool:
+    "Whether direct convolution is cheaper than the FFT pair for this image and kernel size (always while exporting)."
+    if exporting(): return True
+    H, W = x.shape[-2:]
+    taps = k.shape[-2] * k.shape[-1]
+    if x.device.type != 'cpu': return taps <= 25
+    Hf, Wf, _, _ = _grid(H, W, *k.shape[-2:], boundary)
+    n = Hf * Wf
+    return taps * H * W * (1 + H * W / 2 ** 18) < FFT_COST * n * math.log2(n)
 
 # %% ../../nbs/01c_physics.ops.ipynb #bb9a177b
 def blur(x: Tensor, # `(B,C,H,W)` image batch
@@ -280,27 +314,31 @@ class Blur(LinearOperator):
         super().__init__(noise)
         if boundary not in _BOUNDARIES:
             raise ValueError(f"Blur: boundary must be one of {_BOUNDARIES}, got {boundary!r}")
-        k = kernel_batch(kernel).detach()
+        k = kernel_batch(kernel)                 # a kernel that requires grad keeps its graph: blind models learn it
         self.boundary = boundary
         self.register_buffer('kernel', k if k.dtype == torch.float64 else k.float())
         self._cache = {}
 
     def extra_repr(self): return f"kernel={tuple(self.kernel.shape)}, boundary={self.boundary!r}"
     def params(self) -> dict:
-        k = self.kernel
+        k = self.kernel.detach()
         return dict(kernel=(k[0] if k.shape[0] == 1 else k).tolist(), boundary=self.boundary)
 
 # %% ../../nbs/01c_physics.ops.ipynb #36c36a17
 @patch
 def _spec(self: Blur, device):
-    "Kernel spectrum getter for `_conv`, cached per (size, dtype, device) while the kernel is unchanged."
+    "Kernel spectra for `_conv` and `_conv_adjoint`, cached per (size, dtype, device) while the kernel is unchanged."
     k = self.kernel
-    def get(Hf, Wf, dt):
-        if k.requires_grad: return _spectrum(k.to(device), Hf, Wf, dt)
-        key = (Hf, Wf, dt, str(device), k.data_ptr(), k._version)
+    def get(Hf, Wf, dt, adjoint: bool):
+        shift = (k.shape[-2] // 2, k.shape[-1] // 2) if adjoint and self.boundary == 'reflect' else (0, 0)
+        def make():
+            K = _spectrum(k.to(device), Hf, Wf, dt, shift)
+            return K.conj().resolve_conj() if adjoint else K
+        if k.requires_grad: return make()
+        key = (Hf, Wf, dt, str(device), adjoint, k.data_ptr(), k._version)
         if key not in self._cache:
             if len(self._cache) >= 8: self._cache.clear()
-            with torch.no_grad(): self._cache[key] = _spectrum(k.to(device), Hf, Wf, dt)
+            with torch.no_grad(): self._cache[key] = make()
         return self._cache[key]
     return get
 
