@@ -13,7 +13,7 @@ import restore_nb
 from .bench import BENCHES
 from .bench.demo import DemoOptions, run_demo
 from .core import ImageReadError
-from .infer import manifest_file, manifest_path, verify
+from .infer import card_markdown, manifest_file, manifest_path, verify, zoo_cards, zoo_table
 from .tasks import TASKS, RestoreOptions, options_parser, task_of
 
 # %% auto #0
@@ -37,7 +37,10 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest='command', metavar='COMMAND')
     _registry_command(sub, 'train', TASKS, 'TrainOptions', 'train a task model as a run folder')
     _registry_command(sub, 'eval', TASKS, 'EvalOptions', 'evaluate a checkpoint on its task test protocol')
-    sub.add_parser('restore', add_help=False, help="restore image files with a checkpoint (its task's flags apply)")
+    sub.add_parser('restore', add_help=False,
+                   help="restore image files with a checkpoint or the task's zoo model (its task's flags apply)")
+    z = sub.add_parser('zoo', help='list the pretrained models with their cards')
+    z.add_argument('name', nargs='?', help='print this model\'s full card')
     v = sub.add_parser('verify', help='check a restored file against its provenance manifest (exit 1 if changed)')
     v.add_argument('output', help='a restored file')
     v.add_argument('--manifest', help='its manifest (default: OUTPUT.json)')
@@ -57,9 +60,11 @@ def restore_parser(argv: list[str]):
     task = TASKS[known.task] if known.task else task_of(known.ckpt) if known.ckpt else None
     cls = task.RestoreOptions if task else RestoreOptions
     p = argparse.ArgumentParser(prog='restore-nb restore', description=(
-        f"Restore image files with a {task.name} checkpoint, each with its provenance manifest." if task else
-        "Restore image files with a checkpoint; `restore-nb restore --ckpt RUN --help` lists the flags of its task."))
-    p.add_argument('--task', help='the task of the checkpoint (default: read from it)')
+        f"Restore image files with a {task.name} checkpoint (default: its zoo model), each with its provenance "
+        "manifest." if task else
+        "Restore image files with a checkpoint or a task's zoo model; `restore-nb restore --task TASK --help` "
+        "lists the flags of a task."))
+    p.add_argument('--task', help='the task (default: read from --ckpt); without --ckpt its zoo model restores')
     return task, options_parser(cls, p)
 
 # %% ../nbs/10_cli.ipynb #5fa21a86
@@ -85,7 +90,9 @@ def _eval(entry, args) -> int:
 def _restore(argv: list[str]) -> int:
     task, p = restore_parser(argv)
     args = vars(p.parse_args(argv))
-    if task is None: raise ValueError("--ckpt: the run folder of a trained model is required (see `restore-nb train`)")
+    if task is None:
+        raise ValueError("--task: a task (its zoo model restores) or --ckpt, the run folder of a trained model, is "
+                         f"required; tasks: {', '.join(TASKS)}")
     args.pop('task')
     for r in task.restore(task.RestoreOptions(**args), progress=True):
         extra = f"; edit map mean {r['edit_mean']:.2f} σ" if 'edit_mean' in r else ''
@@ -111,6 +118,16 @@ def _bench(entry, args) -> int:
     print(res.to_markdown())
     return 0
 
+def _zoo(name: str | None) -> int:
+    if name is None:
+        print(zoo_table().to_string(index=False))
+        print("restore-nb zoo NAME prints a model's card; restore-nb restore IMG --task TASK uses the task's model")
+        return 0
+    cards = zoo_cards()
+    if name not in cards: raise KeyError(f"zoo: {name!r} is not in the zoo; available: {', '.join(cards)}")
+    print(card_markdown(cards[name]))
+    return 0
+
 def _demo(args) -> int:
     res = run_demo(DemoOptions(**args))
     for k, v in res.metrics.items(): print(f"  {k:10s} PSNR {v['psnr']:6.2f} dB   SSIM {v['ssim']:.3f}")
@@ -128,6 +145,7 @@ def _run(argv: list[str]) -> int:
         return 2
     if cmd == 'verify': return _verify(**args)
     if cmd == 'demo': return _demo(args)
+    if cmd == 'zoo': return _zoo(args['name'])
     return {'train': _train, 'eval': _eval, 'bench': _bench}[cmd](entry, args)
 
 # %% ../nbs/10_cli.ipynb #229a9ca5

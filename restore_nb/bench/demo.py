@@ -6,7 +6,7 @@ Docs: https://restore-nb.github.io/restore_nb/benchmarks/demo.html.md"""
 
 # %% ../../nbs/benchmarks/demo.ipynb #a02717c1
 from __future__ import annotations
-import time
+import json, time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,16 +16,19 @@ import torch
 import restore_nb
 from ..core import default_device, item_seed, sample_images, set_seed, show_images
 from ..evaluate import Images, Result, evaluate
+from ..infer import pretrained, zoo_cards
 from ..metrics import psnr
 from ..physics import Blur
 from ..solvers import richardson_lucy
 from ..tasks import check_flag, is_num
+from . import Bench, BenchOptions, register_bench
 from ..tasks.deblur import DEMO_ANGLES, blur_degradations, blurred_method, deblur_dataloaders, deblur_learner
 from ..tasks.deblur import demo_kernels, rl_method
 from ..train import fit_run
 
 # %% auto #0
-__all__ = ['kernel_evolution', 'kernel_figure', 'DemoOptions', 'run_demo']
+__all__ = ['kernel_evolution', 'kernel_figure', 'DemoOptions', 'run_demo', 'DemoStabilityOptions', 'bench_demo_stability',
+           'DemoStabilityBench']
 
 # %% ../../nbs/benchmarks/demo.ipynb #708bf54d
 def kernel_evolution(model, # a trained non-blind UnrolledRL
@@ -68,7 +71,8 @@ def kernel_figure(ev: dict):
 class DemoOptions:
     "Blur the embedded images, run classical RL, train the unrolled RL network, evaluate both, write a report."
     out: str = 'restore_nb_demo' # report folder (created; existing files are replaced)
-    minutes: float = 3.0 # training budget of the unrolled RL network
+    epochs: int | None = 40 # training epochs of the unrolled RL network (about 3 CPU minutes; the same on any machine)
+    minutes: float | None = None # a time budget instead of --epochs (the result then depends on the machine's speed)
     size: int = 64 # training crop side in px
     layers: int = 5 # unrolled layers
     rl_iters: int = 20 # classical RL iterations
@@ -76,7 +80,11 @@ class DemoOptions:
     seed: int = 0 # seed of data, initialisation and noise
     device: str | None = None # cpu | cuda (default: best available)
     def __post_init__(self):
-        check_flag(is_num(self.minutes) and self.minutes > 0, 'minutes', 'a number > 0', self.minutes)
+        if self.minutes is not None: self.epochs = None
+        check_flag(self.minutes is None or (is_num(self.minutes) and self.minutes > 0), 'minutes', 'a number > 0',
+                   self.minutes)
+        check_flag(self.minutes is not None or (isinstance(self.epochs, int) and self.epochs >= 1), 'epochs',
+                   'an integer ≥ 1', self.epochs)
         check_flag(self.size >= 32, 'size', 'a crop side of at least 32 px', self.size)
 
 # %% ../../nbs/benchmarks/demo.ipynb #1e822f73
@@ -85,7 +93,7 @@ def _demo_model(o: DemoOptions, device):
     dls = deblur_dataloaders('builtin', size=o.size, bs=8, n_train=128, n_valid=32, kernel_size=15, seed=o.seed,
                              device=device, kernel_kw=dict(kinds=('motion',), length=(5, 15)))
     learn = deblur_learner(dls, 'unrolled', layers=o.layers, lr=3e-3)
-    rec = fit_run(learn, Path(o.out)/'run', minutes=o.minutes,
+    rec = fit_run(learn, Path(o.out)/'run', epochs=o.epochs, minutes=o.minutes,
                   config=dict(task='deblur', model='unrolled', data='builtin', size=o.size, demo=True))
     return learn.model.eval().cpu(), rec, dls.train.dataset.source.names, dls.valid.dataset.source.names
 
@@ -107,13 +115,17 @@ def _grid(test, model, A, o: DemoOptions):
 
 # %% ../../nbs/benchmarks/demo.ipynb #95923c00
 def _report(res: Result, o: DemoOptions) -> str:
-    p, names = res.protocol, {'blurred': 'blurred input', 'rl': f'Richardson–Lucy ({o.rl_iters} it)',
-                              'unrolled': f'unrolled RL ({o.layers} layers, {o.minutes:g} min)'}
+    p = res.protocol
+    budget = (f"{o.minutes:g} min ({p['epochs']} epochs)" if o.minutes else
+              f"{p['epochs']} epochs, {p['train_minutes']} min")
+    names = {'blurred': 'blurred input', 'rl': f'Richardson–Lucy ({o.rl_iters} it)',
+             'unrolled': f'unrolled RL ({o.layers} layers, trained here: {budget})',
+             'zoo': 'unrolled RL, zoo model `deblur-unrolled` (trained on BSD400)'}
     table = '| method | PSNR (dB) | SSIM |\n|---|---|---|\n' + '\n'.join(
         f"| {names[m]} | {v['psnr']:.2f} | {v['ssim']:.3f} |" for m, v in res.metrics.items())
     return (f"# restore_nb demo\n\nrestore_nb {p['restore_nb']}, {p['seconds']} s on {p['hardware']}.\n\n"
-            f"**Protocol.** Trained on {len(p['train_images'])} embedded images ({p['train']}) for {o.minutes:g} min "
-            f"({p['epochs']} epochs, run `{Path(o.out)/'run'}`). Tested on the held-out images "
+            f"**Protocol.** Trained on {len(p['train_images'])} embedded images ({p['train']}) for {budget} "
+            f"(run `{Path(o.out)/'run'}`). Tested on the held-out images "
             f"{', '.join(p['test_images'])} at {o.eval_size}×{o.eval_size}, {p['test']}. {p['metric']}.\n\n{table}\n\n"
             "![before and after](grid.png)\n\n![kernel evolution](kernels.png)\n\n"
             "Files: `metrics.json` (machine-readable, per image and kernel), `run/` (checkpoints, log, model).\n")
@@ -125,8 +137,9 @@ def run_demo(o: DemoOptions) -> Result:
     model, rec, train_names, held = _demo_model(o, device)
     test = Images([sample_images(n, mode=None, size=o.eval_size)[n] for n in held], held)
     ks = demo_kernels()
-    ev = evaluate({'blurred': blurred_method(), 'rl': rl_method(o.rl_iters), 'unrolled': model}, test,
-                  blur_degradations(ks, 2.55), seed=o.seed, task='deblur')
+    methods = {'blurred': blurred_method(), 'rl': rl_method(o.rl_iters), 'unrolled': model}
+    if 'deblur-unrolled' in zoo_cards(): methods['zoo'] = pretrained('deblur-unrolled')
+    ev = evaluate(methods, test, blur_degradations(ks, 2.55), seed=o.seed, task='deblur')
     def mean(m, k): return sum(r[k] for r in ev.per_image if r['method'] == m) / (len(held) * len(ks))
     metrics = {m: {k: mean(m, k) for k in ('psnr', 'ssim')} for m in ev.metrics}
     by = {}
@@ -138,6 +151,7 @@ def run_demo(o: DemoOptions) -> Result:
                  test=f'motion kernels at {list(DEMO_ANGLES)} deg, 15 px; noise sigma 2.55/255, seed {o.seed}; '
                       'reflect boundary',
                  rl_iterations=o.rl_iters, unrolled_layers=o.layers, minutes=o.minutes, epochs=rec['epochs'],
+                 train_minutes=round(rec.get('seconds', 0) / 60, 1),
                  metric='PSNR/SSIM over all channels (RGB or grey), data range 1, no border crop',
                  hardware=f"{device.type}, {torch.get_num_threads()} CPU threads",
                  restore_nb=restore_nb.__version__, seconds=round(time.time() - t0, 1))
@@ -148,3 +162,41 @@ def run_demo(o: DemoOptions) -> Result:
     res.save(Path(o.out)/'metrics.json', markdown=Path(o.out)/'report.md')
     for f in res.figures.values(): plt.close(f)
     return res
+
+# %% ../../nbs/benchmarks/demo.ipynb #0b30b602
+@dataclass
+class DemoStabilityOptions(BenchOptions):
+    "The demo's headline (unrolled RL against RL) over seeds and epoch counts."
+    seeds: tuple[int, ...] = (0, 1, 2) # seeds, each at the middle epoch count
+    epochs: tuple[int, ...] = (20, 40, 80) # epoch counts (the middle one: the demo's default) at the first seed
+    out: str = 'runs/demo_exp' # demo folders (OUT/sSEED_eEPOCHS; a finished one with the same epochs is reused)
+
+def bench_demo_stability(o: DemoStabilityOptions) -> Result:
+    "Run (or reuse) the demo per (seed, epochs); one row each: RL, unrolled RL, the zoo model, the gain over RL."
+    mid = o.epochs[len(o.epochs) // 2]                       # the default count: every seed runs it
+    runs = [(s, mid) for s in o.seeds] + [(o.seeds[0], e) for e in o.epochs if e != mid]
+    rows = []
+    for s, e in runs:
+        d = Path(o.out)/f's{s}_e{e}'
+        f = d/'metrics.json'
+        done = f.exists() and json.loads(f.read_text())['protocol'].get('epochs') == e
+        m = json.loads(f.read_text())['metrics'] if done else run_demo(DemoOptions(str(d), epochs=e, seed=s)).metrics
+        rows.append(dict(seed=s, epochs=e, blurred=m['blurred']['psnr'], rl=m['rl']['psnr'],
+                         unrolled=m['unrolled']['psnr'], zoo=m.get('zoo', {}).get('psnr'),
+                         gain=m['unrolled']['psnr'] - m['rl']['psnr']))
+    res = Result('deblur', dict(runs=len(rows), protocol='restore-nb demo, seeds × epochs'),
+                 {f"seed {r['seed']}, {r['epochs']} epochs": {'psnr': r['unrolled']} for r in rows}, rows)
+    res.markdown = ('| seed | epochs | blurred | RL (20 it) | unrolled RL (trained here) | zoo model | gain over RL |\n'
+                    '|---|---|---|---|---|---|---|\n' + '\n'.join(
+                        f"| {r['seed']} | {r['epochs']} | {r['blurred']:.2f} | {r['rl']:.2f} | {r['unrolled']:.2f} | "
+                        f"{'–' if r['zoo'] is None else format(r['zoo'], '.2f')} | {r['gain']:+.2f} |" for r in rows)
+                    + '\n')
+    return res
+
+class DemoStabilityBench(Bench):
+    name, summary, Options = 'demo-stability', "the demo's headline over 3 seeds and half/double epochs", \
+        DemoStabilityOptions
+    quick = dict(seeds=(0,), epochs=(1,))
+    def run(self, o): return bench_demo_stability(o)
+
+register_bench(DemoStabilityBench())

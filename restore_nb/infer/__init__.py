@@ -11,3 +11,4 @@ __all__ = []
 from .tile import *
 from .onnx import *
 from .provenance import *
+from .zoo import *

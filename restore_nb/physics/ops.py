@@ -271,7 +271,7 @@ def _kernel_adjoint_direct(x: Tensor, r: Tensor, k: Tensor, boundary: str) -> Te
     return g.sum(0, keepdim=True) if k.shape[0] == 1 else g
 
 # %% ../../nbs/01c_physics.ops.ipynb #92bdb701
-FFT_COST = 24.0   # price of one N·log2(N) unit of the FFT pair, in multiply-adds of direct convolution (2-core CPU)
+FFT_COST = 16.0   # price of one N·log2(N) unit of the FFT pair, in multiply-adds of direct convolution (2-core CPU)
 
 def _direct(x: Tensor, k: Tensor, boundary: str) -> bool:
     "Whether direct convolution is cheaper than the FFT pair for this image and kernel size (always while exporting)."

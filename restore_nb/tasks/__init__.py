@@ -17,7 +17,7 @@ from fastcore.basics import patch
 
 from ..core import set_seed, write_json
 from ..evaluate import Result, metrics_table
-from ..infer import restore_files
+from ..infer import pretrained_path, restore_files
 from ..train import WandbLogger, fit_run, load_checkpoint, next_run, teardown_distributed, to_distributed
 from ..train.checkpoint import checkpoint_dir
 
@@ -102,14 +102,13 @@ class EvalOptions:
 class RestoreOptions:
     "What every restoration takes."
     inputs: list[str] = dataclasses.field(default_factory=list) # degraded image files
-    ckpt: str | None = None # run folder or checkpoint folder (required)
+    ckpt: str | None = None # run folder or checkpoint folder (default: the task's pretrained zoo model)
     out: str = 'restored' # output folder: NAME_restored.png + NAME_restored.png.json
     tile: int | None = None # tile side in px for large images (default: whole image)
     overlap: int = 128 # tile overlap in px
     device: str | None = None # cpu | cuda (default: best available)
     def __post_init__(self): self.check()
     def check(self):
-        check_flag(self.ckpt is not None, 'ckpt', 'the run folder of a trained model (see `restore-nb train`)', None)
         check_flag(len(self.inputs) > 0, 'inputs', 'at least one image file', self.inputs)
         check_flag(self.tile is None or (is_int(self.tile) and self.tile >= 8), 'tile', 'a tile side of at least 8 px',
                    self.tile)
@@ -180,6 +179,7 @@ class Task:
     model_classes: tuple = ()              # the classes a checkpoint of this task may hold
     monitor = 'psnr_metric'                # the metric that picks the best checkpoint
     restores = True                        # whether the task's models restore images (`restore`)
+    zoo: tuple = ()                        # the names of the task's pretrained models (see `zoo_name`)
 
     def variant(self, o) -> str: return self.name                         # the run name's suffix
     def dataloaders(self, o): raise NotImplementedError(f"task {self.name} defines no training data")
@@ -189,6 +189,7 @@ class Task:
     def evaluate(self, model, o, progress: bool = False) -> Result:
         raise NotImplementedError(f"task {self.name} has no evaluation")
     def operator(self, image, o): return None
+    def zoo_name(self, o) -> str | None: return self.zoo[0] if self.zoo else None   # the zoo model for `o`
     def reproduce(self, output, manifest=None) -> dict:
         raise ValueError(f"--reproduce: {output} was restored by a {self.name} model, which records no generation to "
                          "re-run")
@@ -240,12 +241,22 @@ def eval(self: Task, o: EvalOptions, progress: bool = False) -> Result:
 
 # %% ../../nbs/09_tasks.ipynb #8a1d5492
 @patch
+def checkpoint(self: Task, o: RestoreOptions) -> str:
+    "The checkpoint a restoration uses: `--ckpt`, else the task's zoo model for these options (offline)."
+    if o.ckpt: return o.ckpt
+    name = self.zoo_name(o)
+    if name is None:
+        raise ValueError(f"--ckpt: task {self.name} has no pretrained model; give the run folder of a trained model "
+                         f"(see `restore-nb train {self.name}`)")
+    return str(pretrained_path(name))
+
+@patch
 def restore(self: Task, o: RestoreOptions, progress: bool = False) -> list[dict]:
-    "Restore files with a checkpoint, each with its provenance manifest."
+    "Restore files with a checkpoint (default: the zoo's), each with its provenance manifest."
     if not self.restores:
         raise ValueError(f"--ckpt: {o.ckpt} holds a {self.name} model, which restores nothing; see `restore-nb eval "
                          f"{self.name}`")
-    return restore_files(o.ckpt, o.inputs, o.out, operator=lambda x: self.operator(x, o), tile=o.tile,
+    return restore_files(self.checkpoint(o), o.inputs, o.out, operator=lambda x: self.operator(x, o), tile=o.tile,
                          overlap=o.overlap, device=o.device, progress=progress)
 
 # %% ../../nbs/09_tasks.ipynb #b25738b4

@@ -196,6 +196,8 @@ class DeblurOptions(RunOptions):
     model: Literal['unrolled', 'blind', 'unet'] = 'unrolled' # unrolled RL (non-blind), blind unrolled RL, or U-Net
     layers: int = 5 # unrolled layers (unrolled, blind)
     sigma_range: tuple[float, ...] = (0.0, 5.1) # training noise σ range in 0–255 units
+    kernel_grad: bool = True # blind: the image loss reaches the kernel estimate through the blurs (ablation: off)
+    exclude_angles: tuple[float, ...] | None = None # LO,HI: motion angles (degrees) never drawn in training
     def check(self):
         super().check()
         check_flag(is_int(self.layers) and self.layers >= 1, 'layers', 'an integer ≥ 1', self.layers)
@@ -232,14 +234,16 @@ class DeblurTask(Task):
     name, summary = 'deblur', 'remove blur with a known (non-blind) or unknown (blind) kernel'
     TrainOptions, EvalOptions, RestoreOptions = DeblurOptions, DeblurEvalOptions, DeblurRestoreOptions
     models = {'unrolled': lambda o: UnrolledRL(layers=o.layers),
-              'blind': lambda o: UnrolledRL(blind=True, layers=o.layers),
+              'blind': lambda o: UnrolledRL(blind=True, layers=o.layers, kernel_grad=o.kernel_grad),
               'unet': lambda o: UNet()}
     model_classes = (UnrolledRL, UNet)
+    zoo = ('deblur-unrolled', 'deblur-blind')
     def variant(self, o): return o.model
+    def zoo_name(self, o): return 'deblur-unrolled' if o.kernel else 'deblur-blind'   # a kernel: the non-blind model
     def dataloaders(self, o):
         return deblur_dataloaders(o.data, size=o.size, bs=o.bs, n_train=o.n_train or 256, seed=o.seed,
-                                  num_workers=o.workers, device=o.device,
-                                  noise=sigma_fraction(o.sigma_range))
+                                  num_workers=o.workers, device=o.device, noise=sigma_fraction(o.sigma_range),
+                                  kernel_kw=dict(exclude=o.exclude_angles) if o.exclude_angles else None)
     def learner(self, dls, o, cbs):
         return deblur_learner(dls, self.models[o.model](o), lr=o.lr, ema=o.ema, clip=o.clip, cbs=cbs)
 
@@ -258,11 +262,11 @@ def evaluate(self: DeblurTask, model, o, progress: bool = False) -> Result:  # n
 # %% ../../nbs/09a_tasks.deblur.ipynb #a7f92fc3
 @patch
 def restore(self: DeblurTask, o, progress: bool = False):
-    k = one_kernel(o.kernel) if o.kernel else None
-    if k is None and getattr(self.load(o.ckpt), 'uses_operator', False):
+    k, ckpt = one_kernel(o.kernel) if o.kernel else None, self.checkpoint(o)
+    if k is None and getattr(self.load(ckpt), 'uses_operator', False):
         raise ValueError("--kernel: this non-blind model needs the blur kernel of the images (.npy/.npz/.mat)")
     note = dict(kernel_file=str(Path(o.kernel).resolve()), kernel_sha256=sha256_file(o.kernel)) if o.kernel else None
-    return restore_files(o.ckpt, o.inputs, o.out, operator=None if k is None else (lambda x: Blur(k)), note=note,
+    return restore_files(ckpt, o.inputs, o.out, operator=None if k is None else (lambda x: Blur(k)), note=note,
                          tile=o.tile, overlap=o.overlap, device=o.device, progress=progress)
 
 register_task(DeblurTask())

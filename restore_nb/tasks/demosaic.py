@@ -286,6 +286,8 @@ class DemosaicTask(Task):
     models = {'demosaicnet': lambda o: DemosaicNet(noise_level=o.sigma > 0)}
     model_classes = (DemosaicNet,)
     monitor = 'psnr_srgb'
+    zoo = ('demosaic-bayer', 'demosaic-xtrans')
+    def zoo_name(self, o): return 'demosaic-xtrans' if o.cfa.upper() == 'XTRANS' else 'demosaic-bayer'
     def variant(self, o): return f'demosaic_{o.cfa}'
     def dataloaders(self, o):
         cfas = {'bayer': 'RGGB', 'xtrans': 'XTRANS', 'both': ['RGGB', 'XTRANS']}[o.cfa]

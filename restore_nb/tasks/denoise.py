@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..core import uniform
+from ..core import load_image, uniform
 from ..data import OnTheFly, make_dataloaders, split_source
 from ..evaluate import Result, evaluate
 from ..infer import restore
@@ -23,14 +23,14 @@ from ..losses import CombinedLoss, L1Loss, LPIPSLoss, psnr_metric, ssim_metric
 from ..models import SWIN_CONFIGS, PromptedSwin, PromptedSwinConfig, SwinUNet, SwinUNetConfig
 from ..physics import CAPTION_KINDS, PROMPTS, GaussianNoise, Identity, apply_kind, caption, degrade
 from ..physics import sigma_fraction
-from . import EvalOptions, RunOptions, Task, check_flag, is_int, register_task
+from . import EvalOptions, RestoreOptions, RunOptions, Task, check_flag, is_int, is_num, register_task
 from ..train import task_learner
 
 # %% auto #0
 __all__ = ['SWIN_KINDS', 'SWIN_LOSSES', 'RestorationPairs', 'swin_dataloaders', 'swin_learner', 'denoise_degradations',
            'sigma_streams', 'noisy_input', 'bm3d_method', 'tiled_method', 'evaluate_denoise', 'CaptionedPairs',
            'ConditionedLoss', 'image_metric', 'captioned_dataloaders', 'prompt_inputs', 'prompted_learner',
-           'SwinOptions', 'DenoiseEvalOptions', 'DenoiseTask']
+           'SwinOptions', 'DenoiseEvalOptions', 'DenoiseRestoreOptions', 'DenoiseTask']
 
 # %% ../../nbs/09c_tasks.denoise.ipynb #285c63c4
 SWIN_KINDS = ('denoise', 'sr', 'real')
@@ -237,11 +237,22 @@ class DenoiseEvalOptions(EvalOptions):
         check_flag(all(s >= 0 for s in self.sigmas), 'sigmas', 'σ levels ≥ 0 in 0–255 units', self.sigmas)
         check_flag(self.tile is None or (is_int(self.tile) and self.tile >= 8), 'tile', 'a tile side ≥ 8 px', self.tile)
 
+# %% ../../nbs/09c_tasks.denoise.ipynb #b445cd00
+@dataclass
+class DenoiseRestoreOptions(RestoreOptions):
+    "Restoration options of the denoising task."
+    sigma: float | None = None # the images' Gaussian noise σ in 0–255 units, if known (the manifest records it)
+    def check(self):
+        super().check()
+        check_flag(self.sigma is None or (is_num(self.sigma) and self.sigma >= 0), 'sigma', 'a σ ≥ 0 in 0–255 units',
+                   self.sigma)
+
 # %% ../../nbs/09c_tasks.denoise.ipynb #1c78b312
 class DenoiseTask(Task):
     name, summary = 'denoise', 'remove Gaussian (or real-world) noise with a blind Swin-UNet'
-    TrainOptions, EvalOptions = SwinOptions, DenoiseEvalOptions
+    TrainOptions, EvalOptions, RestoreOptions = SwinOptions, DenoiseEvalOptions, DenoiseRestoreOptions
     models = {'swin': lambda o: o.model}                      # a Swin configuration name
+    zoo = ('denoise-rgb', 'denoise-gray')
     model_classes = (SwinUNet,)
     kind = 'denoise'
     def variant(self, o): return f'swin_{o.model}_denoise'
@@ -251,6 +262,8 @@ class DenoiseTask(Task):
                                 seed=o.seed, num_workers=o.workers, device=o.device, mode='gray' if o.gray else 'rgb',
                                 **self.data_kw(o))
     def data_kw(self, o) -> dict: return {}
+    def zoo_name(self, o): return 'denoise-gray' if load_image(o.inputs[0]).shape[0] == 1 else 'denoise-rgb'
+    def operator(self, image, o): return Identity(GaussianNoise(sigma_fraction(o.sigma))) if o.sigma else None
     def learner(self, dls, o, cbs): return swin_learner(dls, o.model, o.loss, lr=o.lr, ema=o.ema, clip=o.clip, cbs=cbs)
     def evaluate(self, model, o, progress=False):
         mode = 'rgb' if model.config.channels == 3 else 'gray'

@@ -568,9 +568,9 @@ def evaluate(self: DiffusionTask, model, o, progress: bool = False) -> Result:  
 # %% ../../nbs/09g_tasks.diffusion.ipynb #4c80c5e6
 @patch
 def restore(self: DiffusionTask, o, progress: bool = False) -> list[dict]:
-    return diffusion_restore_files(o.ckpt, o.inputs, o.out, o.method, operator_spec(o), sigma_fraction(o.sigma),
-                                   o.steps,
-                                   o.guidance, o.seed, prompt=o.prompt, samples=o.samples, start=o.start)
+    return diffusion_restore_files(self.checkpoint(o), o.inputs, o.out, o.method, operator_spec(o),
+                                   sigma_fraction(o.sigma), o.steps, o.guidance, o.seed, prompt=o.prompt,
+                                   samples=o.samples, start=o.start)
 
 # %% ../../nbs/09g_tasks.diffusion.ipynb #eedfb826
 @patch

@@ -59,7 +59,9 @@ class SROptions(SwinOptions):
 @dataclass
 class SRRestoreOptions(RestoreOptions):
     "Restoration options of the super-resolution task."
+    scale: int | None = None # ×2 or ×4: picks the zoo model (a checkpoint knows its own scale)
     def check(self):
+        check_flag(self.scale in (None, 2, 4), 'scale', '2 or 4', self.scale)
         check_flag(self.tile is None, 'tile', 'no tiles: super-resolution restores whole images', self.tile)
         super().check()
 
@@ -68,8 +70,10 @@ class SRTask(DenoiseTask):
     name, summary = 'sr', '×2 / ×4 super-resolution with the Swin-UNet (bicubic or real-world degradations)'
     TrainOptions, RestoreOptions = SROptions, SRRestoreOptions
     kind = 'sr'
+    zoo = ('sr-x2', 'sr-x4')
+    def zoo_name(self, o): return f'sr-x{o.scale or 2}'
     def variant(self, o): return f'swin_{o.model}_sr{o.scale}'
-    def data_kw(self, o) -> dict: return dict(scale=o.scale)
+    def data_kw(self, o) -> dict: return dict(scale=o.scale, valid_sigma=None)   # validate at the training σ range
     def evaluate(self, model, o, progress=False):
         mode = 'rgb' if model.config.channels == 3 else 'gray'
         return evaluate_sr({'SwinUNet': model}, o.data, model.config.scales[0], o.seed, mode, o.max_images, o.device,
@@ -78,8 +82,10 @@ class SRTask(DenoiseTask):
 # %% ../../nbs/09d_tasks.sr.ipynb #0a7bf249
 @patch
 def restore(self: SRTask, o, progress: bool = False):
-    s = self.load(o.ckpt).config.scales[0]
-    return restore_files(o.ckpt, o.inputs, o.out, operator=lambda x: Downsample(s, 'bicubic'), device=o.device,
+    ckpt = self.checkpoint(o)
+    s = self.load(ckpt).config.scales[0]
+    check_flag(o.scale in (None, s), 'scale', f'the scale of the checkpoint ({s})', o.scale)
+    return restore_files(ckpt, o.inputs, o.out, operator=lambda x: Downsample(s, 'bicubic'), device=o.device,
                          progress=progress)
 
 register_task(SRTask())
