@@ -16,14 +16,13 @@ import torch
 import restore_nb
 from . import Bench, BenchOptions, register_bench
 from .swin import REFERENCE_PSNR
-from ..evaluate import Result
+from ..evaluate import Result, evaluate
 from ..infer import pretrained, restore, zoo_cards
 from ..physics import load_kernels
 from ..tasks.deblur import blur_degradations, blurred_method, rl_method, test_kernel_sets
 from ..tasks.demosaic import evaluate_demosaic, libraw_method
 from ..tasks.denoise import bm3d_method, evaluate_denoise, noisy_input
 from ..tasks.sr import evaluate_sr
-from ..evaluate import evaluate
 
 # %% auto #0
 __all__ = ['TARGETS', 'EVALUATORS', 'ZooBenchOptions', 'deblur_kernel_sets', 'seconds_per_mp', 'bench_zoo', 'zoo_markdown',

@@ -158,13 +158,14 @@ def _grid(H: int, W: int, kh: int, kw: int, boundary: str):
     return fast_len(H + 2 * ph), fast_len(W + 2 * pw), ph, pw
 
 # %% ../../nbs/01c_physics.ops.ipynb #08d95b78
-def _spectrum(k: Tensor, Hf: int, Wf: int, dtype, shift=(0, 0)) -> Tensor:
-    """rfft2 of `(Bk,kh,kw)` kernels zero-padded to `(Hf,Wf)`, centre rolled to the origin (and `shift` further):
-    `(Bk,1,Hf,Wf//2+1)`."""
+def _spectrum(k: Tensor, Hf: int, Wf: int, dtype, adjoint=None) -> Tensor:
+    """rfft2 of `(Bk,kh,kw)` kernels zero-padded to `(Hf,Wf)`, centre rolled to the origin: `(Bk,1,Hf,Wf//2+1)`.
+    `adjoint=(ph, pw)`: the conjugate spectrum of `_conv_adjoint`, rolled further by the padding."""
     kh, kw = k.shape[-2:]
+    sh, sw = adjoint or (0, 0)
     kp = F.pad(k.to(dtype), (0, Wf - kw, 0, Hf - kh))
-    kp = torch.roll(kp, (-(kh // 2) - shift[0], -(kw // 2) - shift[1]), dims=(-2, -1))
-    return torch.fft.rfft2(kp)[:, None]
+    K = torch.fft.rfft2(torch.roll(kp, (-(kh // 2) - sh, -(kw // 2) - sw), dims=(-2, -1)))[:, None]
+    return K if adjoint is None else K.conj().resolve_conj()
 
 # %% ../../nbs/01c_physics.ops.ipynb #956c62e5
 def _check_pair(x: Tensor, k: Tensor, boundary: str, name='x', op='blur'):
@@ -189,7 +190,7 @@ def _conv(x: Tensor, k: Tensor, boundary: str, spec=None, direct: bool | None = 
     Hf, Wf, ph, pw = _grid(H, W, *k.shape[-2:], boundary)
     dt = work_dtype(x)
     with no_autocast(x.device):
-        K = spec(Hf, Wf, dt, False) if spec else _spectrum(k.to(x.device), Hf, Wf, dt)
+        K = spec(Hf, Wf, dt) if spec else _spectrum(k.to(x.device), Hf, Wf, dt)
         X = torch.fft.rfft2(_pad_sym(x.to(dt), ph, pw), s=(Hf, Wf))
         z = torch.fft.irfft2(X * K if torch.is_grad_enabled() else X.mul_(K), s=(Hf, Wf))
         return z[..., ph:ph + H, pw:pw + W]
@@ -203,7 +204,7 @@ def _conv_adjoint(y: Tensor, k: Tensor, boundary: str, spec=None, direct: bool |
     Hf, Wf, ph, pw = _grid(H, W, *k.shape[-2:], boundary)
     dt = work_dtype(y)
     with no_autocast(y.device):
-        K = spec(Hf, Wf, dt, True) if spec else _spectrum(k.to(y.device), Hf, Wf, dt, (ph, pw)).conj()
+        K = spec(Hf, Wf, dt, (ph, pw)) if spec else _spectrum(k.to(y.device), Hf, Wf, dt, (ph, pw))
         Y = torch.fft.rfft2(y.to(dt), s=(Hf, Wf))
         z = torch.fft.irfft2(Y * K if torch.is_grad_enabled() else Y.mul_(K), s=(Hf, Wf))
         return _fold_sym(z[..., :H + 2 * ph, :W + 2 * pw], H, W, ph, pw)
@@ -329,16 +330,12 @@ class Blur(LinearOperator):
 def _spec(self: Blur, device):
     "Kernel spectra for `_conv` and `_conv_adjoint`, cached per (size, dtype, device) while the kernel is unchanged."
     k = self.kernel
-    def get(Hf, Wf, dt, adjoint: bool):
-        shift = (k.shape[-2] // 2, k.shape[-1] // 2) if adjoint and self.boundary == 'reflect' else (0, 0)
-        def make():
-            K = _spectrum(k.to(device), Hf, Wf, dt, shift)
-            return K.conj().resolve_conj() if adjoint else K
-        if k.requires_grad: return make()
+    def get(Hf, Wf, dt, adjoint=None):                       # adjoint: the padding (ph, pw), as `_spectrum` takes it
+        if k.requires_grad: return _spectrum(k.to(device), Hf, Wf, dt, adjoint)
         key = (Hf, Wf, dt, str(device), adjoint, k.data_ptr(), k._version)
         if key not in self._cache:
             if len(self._cache) >= 8: self._cache.clear()
-            with torch.no_grad(): self._cache[key] = make()
+            with torch.no_grad(): self._cache[key] = _spectrum(k.to(device), Hf, Wf, dt, adjoint)
         return self._cache[key]
     return get
 
