@@ -23,12 +23,12 @@ from . import __version__
 warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)
 
 # %% auto #0
-__all__ = ['IMAGE_EXTS', 'SAMPLE_NAMES', 'DRIVE_MOUNT', 'atomic_path', 'atomic_write', 'write_json', 'write_text', 'to_tensor',
-           'to_numpy', 'to_linear', 'to_srgb', 'srgb_encode', 'ImageReadError', 'load_image', 'convert_channels',
-           'save_image', 'resize_crop', 'sample_images', 'exporting', 'unchecked', 'check_image', 'check_number',
-           'check_range', 'set_seed', 'rng', 'draw', 'uniform', 'item_seed', 'default_device', 'work_dtype',
-           'no_autocast', 'show_images', 'in_colab', 'mount_drive', 'persist_dir', 'sha256_file', 'count_parameters',
-           'save_model', 'load_model']
+__all__ = ['IMAGE_EXTS', 'SAMPLE_NAMES', 'atomic_path', 'atomic_write', 'write_json', 'write_text', 'to_tensor', 'to_numpy',
+           'to_linear', 'to_srgb', 'srgb_encode', 'ImageReadError', 'load_image', 'convert_channels', 'save_image',
+           'resize_crop', 'sample_images', 'exporting', 'unchecked', 'check_image', 'check_number', 'check_range',
+           'set_seed', 'rng', 'draw', 'uniform', 'item_seed', 'default_device', 'work_dtype', 'no_autocast',
+           'show_images', 'drive_mount', 'in_colab', 'mount_drive', 'persist_dir', 'colab_secret', 'progress_mode',
+           'progress', 'sha256_file', 'count_parameters', 'save_model', 'load_model']
 
 # %% ../nbs/00_core.ipynb #cbc04f96
 def _umask() -> int:
@@ -476,18 +476,20 @@ def show_images(imgs, # dict name→image, list of images, or a `(B,C,H,W)` batc
     return fig
 
 # %% ../nbs/00_core.ipynb #3a995ba6
-DRIVE_MOUNT = Path('/content/drive')
+def drive_mount() -> Path:
+    "Where Colab mounts Google Drive: `/content/drive` (`RESTORE_NB_DRIVE_MOUNT` overrides it, for a simulated Colab)."
+    return Path(os.environ.get('RESTORE_NB_DRIVE_MOUNT') or '/content/drive')
 
 def in_colab() -> bool:
     "True inside a Google Colab runtime."
     return 'google.colab' in sys.modules or 'COLAB_RELEASE_TAG' in os.environ
 
 # %% ../nbs/00_core.ipynb #f5cc5220
-def mount_drive(mountpoint: str | Path = DRIVE_MOUNT, # where Colab mounts Drive
+def mount_drive(mountpoint: str | Path | None = None, # where Colab mounts Drive (default: `drive_mount()`)
                ) -> Path | None:
     "Mount Google Drive in Colab and return `MyDrive`; outside Colab return None."
     if not in_colab(): return None
-    mountpoint = Path(mountpoint)
+    mountpoint = Path(mountpoint or drive_mount())
     if not (mountpoint/'MyDrive').exists():
         from google.colab import drive
         drive.mount(str(mountpoint))
@@ -499,13 +501,64 @@ def persist_dir(*parts: str, # sub-folders to append, e.g. `persist_dir('checkpo
                ) -> Path:
     "Folder for files that must outlive the session: `RESTORE_NB_HOME`, else Drive in Colab, else the user cache."
     if os.environ.get('RESTORE_NB_HOME'): root = Path(os.environ['RESTORE_NB_HOME']).expanduser()
-    elif in_colab() and (DRIVE_MOUNT/'MyDrive').is_dir(): root = DRIVE_MOUNT/'MyDrive'/'restore_nb'
+    elif in_colab() and (drive_mount()/'MyDrive').is_dir(): root = drive_mount()/'MyDrive'/'restore_nb'
     else:
         from platformdirs import user_cache_dir
         root = Path(user_cache_dir('restore_nb'))
     p = root.joinpath(*parts)
     if create: p.mkdir(parents=True, exist_ok=True)
     return p
+
+# %% ../nbs/00_core.ipynb #ea06a8bc
+def colab_secret(name: str, # the secret's name in Colab's key panel
+                ) -> str | None:
+    "A Colab secret's value, or None outside Colab or where no secret of that name is set."
+    if not in_colab(): return None
+    try: from google.colab import userdata
+    except ImportError: return None
+    try: return userdata.get(name) or None
+    except Exception as e:
+        if type(e).__name__ == 'SecretNotFoundError': return None
+        raise RuntimeError(f"Colab secret {name}: {type(e).__name__}: {e} (turn on 'Notebook access' for it in the "
+                           "key panel)") from e
+
+# %% ../nbs/00_core.ipynb #9bec463e
+def progress_mode(stream=None, # the stream progress goes to (default: stdout)
+                 ) -> str:
+    "'bar' where a bar can redraw in place (a terminal, a notebook), else 'lines' (a log, a pipe, CI); or 'none'."
+    forced = os.environ.get('RESTORE_NB_PROGRESS', '').strip().lower()
+    if forced in ('bar', 'lines', 'none'): return forced
+    from fastprogress.fastprogress import IN_NOTEBOOK
+    if IN_NOTEBOOK: return 'bar'
+    try: return 'bar' if (stream or sys.stdout).isatty() else 'lines'
+    except (AttributeError, ValueError): return 'lines'
+
+def _fastprogress_printing() -> bool:
+    import fastprogress.fastprogress as fp
+    return not fp.NO_BAR and progress_mode() == 'bar'
+
+import fastprogress.fastprogress as _fp
+_fp.printing = _fastprogress_printing        # fastprogress 1.1: `getattr(stdout, 'isatty', False)` is never called
+
+# %% ../nbs/00_core.ipynb #57d90edf
+def progress(items, # an iterable (a list, a range, …)
+             what: str = 'items', # what the items are, for the lines
+             total: int | None = None, # how many (default: len(items))
+             every: int | None = None, # a line every this many items (default: about 10 lines in all)
+             print=print, # where lines go
+            ):
+    "Iterate `items` with progress: a bar on a terminal or in a notebook, a line every `every` items elsewhere."
+    mode = progress_mode()
+    if mode == 'bar':
+        from fastprogress.fastprogress import progress_bar
+        yield from progress_bar(items, total=total)
+        return
+    total = total if total is not None else (len(items) if hasattr(items, '__len__') else None)
+    every = every or max(1, math.ceil((total or 10) / 10))
+    for i, x in enumerate(items, 1):
+        yield x
+        if mode == 'lines' and (i % every == 0 or i == total):
+            print(f"{i}/{total if total is not None else '?'} {what}")
 
 # %% ../nbs/00_core.ipynb #c629de62
 def sha256_file(path: str | Path, # file to hash

@@ -18,7 +18,8 @@ from torch import Tensor
 
 import restore_nb
 from .core import atomic_path, item_seed, load_model, write_json, write_text
-from .data import ImageSource
+from .core import progress as core_progress
+from .data import ImageSource, data_label
 from .metrics import psnr, ssim
 
 # %% auto #0
@@ -198,7 +199,7 @@ def evaluate(methods, # {name: method} or one method (a model, a checkpoint fold
     rows, t_start = _run(fs, xs, degradations, streams, seed, metrics, encode, decode, batch, device, progress, clock)
     means = {m: {d: _means([r for r in rows if r['method'] == m and r['degradation'] == d])
                  for d in degradations} for m in fs}
-    proto = dict(task=task, methods=list(fs), data=str(getattr(src, 'src', data)), images=n,
+    proto = dict(task=task, methods=list(fs), data=data_label(getattr(src, 'src', data)), images=n,
                  degradations={d: describe(A) for d, A in degradations.items()}, seed=seed,
                  metric=', '.join(metrics) + ' over all channels, data range 1, no border crop, '
                         'output clipped to [0, 1]',
@@ -218,9 +219,7 @@ def _run(fs, xs, degradations, streams, seed, metrics, encode, decode, batch, de
     "The rows of the loop: measure once per (image, degradation), restore with every method, score."
     rows, t_start = [], clock()
     groups = [xs] if batch else [[p] for p in xs]
-    if progress:
-        from fastprogress.fastprogress import progress_bar
-        groups = progress_bar(groups)
+    if progress: groups = core_progress(groups, 'images' if not batch else 'batches')
     for g, group in enumerate(groups):
         i0 = 0 if batch else g
         x = torch.stack([t for _, t in group])

@@ -18,7 +18,7 @@ from fastcore.basics import patch
 import pandas as pd
 import requests
 
-from ..core import atomic_path, persist_dir
+from ..core import atomic_path, colab_secret, persist_dir
 from .sources import ImageSource, decode_bytes, image_members, register_source
 
 log = logging.getLogger('restore_nb.data.streaming')
@@ -379,12 +379,10 @@ def kaggle_credentials() -> dict:
         except ValueError as e: raise RemoteZipError(f"{f}: not valid JSON ({e})") from e
         if c.get('username') and c.get('key'): return {'auth': (c['username'], c['key'])}
         raise RemoteZipError(f"{f}: expected {{\"username\": …, \"key\": …}}")
-    try:
-        from google.colab import userdata                          # Colab secrets, only inside Colab
-        tok = userdata.get('KAGGLE_API_TOKEN') if 'KAGGLE_API_TOKEN' in userdata.list() else None
-        if tok: return {'headers': {'Authorization': f'Bearer {tok}'}}
-        return {'auth': (userdata.get('KAGGLE_USERNAME'), userdata.get('KAGGLE_KEY'))}
-    except Exception: pass
+    tok = colab_secret('KAGGLE_API_TOKEN')                          # Colab secrets (userdata.get), only inside Colab
+    if tok: return {'headers': {'Authorization': f'Bearer {tok}'}}
+    user, key = colab_secret('KAGGLE_USERNAME'), colab_secret('KAGGLE_KEY')
+    if user and key: return {'auth': (user, key)}
     raise RemoteZipError("Kaggle credentials not found: set KAGGLE_API_TOKEN, or KAGGLE_USERNAME and KAGGLE_KEY, "
                          "or put kaggle.json in ~/.kaggle (or KAGGLE_CONFIG_DIR), or add them as Colab secrets")
 

@@ -11,6 +11,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ..core import progress as core_progress
+
 # %% auto #0
 __all__ = ['restore']
 
@@ -77,9 +79,7 @@ def _tiled(model, x, A, tile, overlap, device, amp, progress, on_tile):
     H, W = x.shape[-2:]
     out, wsum = None, torch.zeros(1, 1, H, W)
     coords = [(t, l) for t in _starts(H, tile, tile - overlap) for l in _starts(W, tile, tile - overlap)]
-    if progress:
-        from fastprogress.fastprogress import progress_bar
-        coords = progress_bar(coords)
+    if progress: coords = core_progress(coords, 'tiles')
     for t, l in coords:
         h, w = min(tile, H), min(tile, W)
         o = _run_tile(model, x[..., t:t + h, l:l + w], A, t, l, device, amp, on_tile)

@@ -10,16 +10,17 @@ import contextlib, json, shutil, time
 from pathlib import Path
 
 import pandas as pd
-from fastai.learner import Learner
-from fastai.torch_core import rank_distrib
 
 from .. import __version__
-from ..core import atomic_path, write_json
+from ..core import atomic_path, progress_mode, write_json      # first: it quiets a fastai import warning
+from fastai.callback.core import Callback
+from fastai.learner import Learner
+from fastai.torch_core import rank_distrib
 from .checkpoint import Checkpoint, ResumeFrom, checkpoint_dir, load_train_state, resume_weights
 from .learner import NaNGuard, TimeBudget, history, unwrap
 
 # %% auto #0
-__all__ = ['fit_run']
+__all__ = ['EpochLines', 'fit_run']
 
 # %% ../../nbs/06c_train.fit.ipynb #bf0330a6
 def _resume_state(run: Path, resume: bool):
@@ -38,6 +39,28 @@ def _finished(state: dict) -> bool:
     return bool(
         (m['epochs'] and state['epoch'] + 1 >= m['epochs']) or (m['minutes'] and state['spent'] >= 60 * m['minutes'])
     )
+
+# %% ../../nbs/06c_train.fit.ipynb #09596483
+def _fmt(v) -> str:
+    return f"{v:.4f}" if isinstance(v, float) and abs(v) < 100 else f"{v:.2f}" if isinstance(v, float) else str(v)
+
+class EpochLines(Callback):
+    "One line per epoch (epoch, or time used of a budget; losses; metrics), for logs, pipes and budgeted runs."
+    order = 65      # after the Recorder (50) has the epoch's values
+    def __init__(self, epochs: int | None = None, # the schedule's epochs (None: a budget)
+                 budget_s: float | None = None, # the time budget, seconds
+                 spent: float = 0.0, # budget used before this fit (a resumed run)
+                 clock=time.perf_counter, print=print):
+        self.epochs, self.budget_s, self.spent, self.clock, self.print = epochs, budget_s, spent, clock, print
+    def before_fit(self): self.t0 = self.clock()
+    def after_epoch(self):
+        names, vals = self.recorder.metric_names, self.recorder.log
+        if self.budget_s:
+            used = (self.spent + self.clock() - self.t0) / 60
+            head = f"epoch {self.epoch + 1} [{used:.1f} of {self.budget_s / 60:.1f} min]"
+        else: head = f"epoch {self.epoch + 1}/{self.epochs or self.n_epoch}"
+        parts = [f"{n} {_fmt(v)}" for n, v in zip(names, vals) if n not in ('epoch', 'time')]
+        self.print('  '.join([head] + parts))
 
 # %% ../../nbs/06c_train.fit.ipynb #a4449e73
 def _write_log(hist: list, path: Path):
@@ -96,7 +119,11 @@ def fit_run(learn: Learner, # the Learner (from a task)
     meta = dict(epochs=epochs, minutes=minutes, lr=lr, task=(config or {}).get('task'))
     guard, ck = NaNGuard(), Checkpoint(run/'checkpoints', monitor, every=every, meta=meta, clock=clock)
     cbs = [guard, ck] + ([ResumeFrom(state)] if state is not None else [])
-    if minutes: cbs.append(TimeBudget(60 * minutes, state['spent'] if state is not None else 0.0, clock=clock))
+    spent = state['spent'] if state is not None else 0.0
+    if minutes: cbs.append(TimeBudget(60 * minutes, spent, clock=clock))
+    lines = not quiet and (minutes is not None or progress_mode() != 'bar')
+    if lines and progress_mode() != 'none':
+        cbs.append(EpochLines(epochs, 60 * minutes if minutes else None, spent, clock=clock))
     record.update(
         name=run.name,
         status='running',
@@ -109,7 +136,7 @@ def fit_run(learn: Learner, # the Learner (from a task)
     status, t0 = 'finished', clock()
     try:
         null = contextlib.nullcontext
-        with learn.no_bar() if quiet else null(), learn.no_logging() if quiet else null():
+        with learn.no_bar() if quiet or lines else null(), learn.no_logging() if quiet or lines else null():
             learn.fit_one_cycle(epochs or 10_000, lr, cbs=cbs)
     except KeyboardInterrupt:
         status = 'interrupted'
