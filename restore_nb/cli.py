@@ -13,8 +13,9 @@ import restore_nb
 from .bench import BENCHES
 from .bench.demo import DemoOptions, run_demo
 from .core import ImageReadError
+from .data.datasets import STANDARD_SETS, datasets_root, dataset
 from .infer import card_markdown, manifest_file, manifest_path, verify, zoo_cards, zoo_table
-from .tasks import TASKS, RestoreOptions, options_parser, task_of
+from .tasks import TASKS, RestoreOptions, options_parser, resume_run, task_of
 
 # %% auto #0
 __all__ = ['parser', 'restore_parser', 'main']
@@ -39,6 +40,12 @@ def parser() -> argparse.ArgumentParser:
     _registry_command(sub, 'eval', TASKS, 'EvalOptions', 'evaluate a checkpoint on its task test protocol')
     sub.add_parser('restore', add_help=False,
                    help="restore image files with a checkpoint or the task's zoo model (its task's flags apply)")
+    r = sub.add_parser('resume', help="continue a run from its last checkpoint, with the run's own options")
+    r.add_argument('run', help='a run folder (holds run.json)')
+    r.add_argument('--device', help='cpu | cuda (default: the run\'s, else the best available)')
+    d = sub.add_parser('data', help='list the standard datasets, or fetch one into the data root')
+    d.add_argument('name', nargs='?', help='a set to find, check and download if missing (e.g. Set12)')
+    d.add_argument('--root', help='the data root (default: $RESTORE_NB_DATA, else the user cache)')
     z = sub.add_parser('zoo', help='list the pretrained models with their cards')
     z.add_argument('name', nargs='?', help='print this model\'s full card')
     v = sub.add_parser('verify', help='check a restored file against its provenance manifest (exit 1 if changed)')
@@ -128,6 +135,22 @@ def _zoo(name: str | None) -> int:
     print(card_markdown(cards[name]))
     return 0
 
+def _resume(run: str, device: str | None) -> int:
+    rec = resume_run(run, **({'device': device} if device else {}))
+    print(f"restore-nb resume: {rec['model']}, {rec['epochs']} epochs, {rec['status']} -> {rec['run']}")
+    return 0
+
+def _data(name: str | None, root: str | None) -> int:
+    base = Path(root).expanduser() if root else datasets_root()
+    if name is None:
+        for s in STANDARD_SETS.values():
+            have = 'present' if (base/s.name).is_dir() else 'missing'
+            print(f"std:{s.name:9s} {s.role:5s} {s.count:4d} images  {have:7s}  {s.about}")
+        print(f"data root: {base}; restore-nb data NAME downloads a missing set (needs a network)")
+        return 0
+    print(f"restore-nb data: {name} -> {dataset(name, base)}")
+    return 0
+
 def _demo(args) -> int:
     res = run_demo(DemoOptions(**args))
     for k, v in res.metrics.items(): print(f"  {k:10s} PSNR {v['psnr']:6.2f} dB   SSIM {v['ssim']:.3f}")
@@ -146,6 +169,8 @@ def _run(argv: list[str]) -> int:
     if cmd == 'verify': return _verify(**args)
     if cmd == 'demo': return _demo(args)
     if cmd == 'zoo': return _zoo(args['name'])
+    if cmd == 'resume': return _resume(**args)
+    if cmd == 'data': return _data(**args)
     return {'train': _train, 'eval': _eval, 'bench': _bench}[cmd](entry, args)
 
 # %% ../nbs/10_cli.ipynb #229a9ca5

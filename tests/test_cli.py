@@ -58,6 +58,10 @@ def test_bad_arguments_are_one_clear_line(tmp_path, capsys):
     bad('restore', tmp_path / 'bad.png', '--ckpt', tmp_path / 'ck', '--task', 'deblur', '--out', tmp_path / 'o',
         expect='Cannot read image')
     bad('restore', tmp_path / 'bad.png', '--ckpt', tmp_path / 'nothing', expect='checkpoint not found')
+    bad('resume', tmp_path / 'empty', expect='run.json not found')
+    bad('data', 'Set13', '--root', tmp_path, expect="unknown set 'Set13'")
+    (tmp_path / 'data' / 'Set12').mkdir(parents=True)
+    bad('data', 'Set12', '--root', tmp_path / 'data', expect='holds 0 images, expected 12')
     bad('verify', tmp_path / 'bad.png', expect='manifest not found')
     bad('train', 'deblur', '--minutes', '-1', expect='--minutes: expected a number > 0')
     bad('train', 'deblur', '--bs', '0', expect='--bs: expected a batch size of at least 1')

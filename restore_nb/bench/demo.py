@@ -6,7 +6,7 @@ Docs: https://restore-nb.github.io/restore_nb/benchmarks/demo.html.md"""
 
 # %% ../../nbs/benchmarks/demo.ipynb #a02717c1
 from __future__ import annotations
-import json, time
+import json, shutil, time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt
 import torch
 
 import restore_nb
-from ..core import default_device, item_seed, sample_images, set_seed, show_images
+from ..core import default_device, item_seed, sample_images, set_seed, show_images, write_json
 from ..evaluate import Images, Result, evaluate
 from ..infer import pretrained, zoo_cards
 from ..metrics import psnr
@@ -93,8 +93,15 @@ def _demo_model(o: DemoOptions, device):
     dls = deblur_dataloaders('builtin', size=o.size, bs=8, n_train=128, n_valid=32, kernel_size=15, seed=o.seed,
                              device=device, kernel_kw=dict(kinds=('motion',), length=(5, 15)))
     learn = deblur_learner(dls, 'unrolled', layers=o.layers, lr=3e-3)
-    rec = fit_run(learn, Path(o.out)/'run', epochs=o.epochs, minutes=o.minutes,
+    run, new = Path(o.out)/'run', Path(o.out)/'.run-new'     # a re-run replaces the run once the new one is done
+    shutil.rmtree(new, ignore_errors=True)                     # leftovers of an attempt that did not finish
+    rec = fit_run(learn, new, epochs=o.epochs, minutes=o.minutes,
                   config=dict(task='deblur', model='unrolled', data='builtin', size=o.size, demo=True))
+    if run.exists(): run.rename(Path(o.out)/'.run-old')
+    new.rename(run)
+    rec = {**rec, 'name': run.name}
+    write_json(rec, run/'run.json')
+    shutil.rmtree(Path(o.out)/'.run-old', ignore_errors=True)
     return learn.model.eval().cpu(), rec, dls.train.dataset.source.names, dls.valid.dataset.source.names
 
 # %% ../../nbs/benchmarks/demo.ipynb #1b843946

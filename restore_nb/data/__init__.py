@@ -12,3 +12,4 @@ from .sources import *
 from .pairs import *
 from .raw import *
 from .streaming import *
+from .datasets import *

@@ -15,15 +15,17 @@ from typing import Literal
 from fastai.torch_core import rank_distrib
 from fastcore.basics import patch
 
-from ..core import set_seed, write_json
+from ..core import persist_dir, set_seed, write_json
 from ..evaluate import Result, metrics_table
 from ..infer import pretrained_path, restore_files
 from ..train import WandbLogger, fit_run, load_checkpoint, next_run, teardown_distributed, to_distributed
+from ..train import UNFINISHED, latest_run
 from ..train.checkpoint import checkpoint_dir
 
 # %% auto #0
 __all__ = ['TASKS', 'check_flag', 'is_int', 'is_num', 'RunOptions', 'EvalOptions', 'RestoreOptions', 'field_help',
-           'options_parser', 'parse_options', 'Task', 'UnknownName', 'Registry', 'register_task', 'task_of']
+           'options_parser', 'parse_options', 'Task', 'resume_run', 'train_or_resume', 'UnknownName', 'Registry',
+           'register_task', 'task_of']
 
 # %% ../../nbs/09_tasks.ipynb #19946ed7
 def check_flag(ok: bool, # the condition the value must meet
@@ -212,6 +214,52 @@ def train(self: Task, o: RunOptions, quiet: bool = False) -> dict:
         raise RuntimeError(rec['nan_report']['message'] + f"; the last good checkpoint is in {run/'checkpoints'}")
     rec.update(run=str(run), notes=self.after_fit(learn, o, run, rec))
     return rec
+
+# %% ../../nbs/09_tasks.ipynb #12c6727f
+def resume_run(run: str | Path, # a run folder written by `Task.train` (holds run.json)
+               quiet: bool = False, # no progress output
+               **overrides, # options to change (e.g. device='cuda', workers=2); never the schedule
+              ) -> dict:
+    "Continue a run from its last checkpoint, rebuilding its options, data and learner from its `run.json`."
+    run = Path(run)
+    if not (run/'run.json').exists():
+        raise FileNotFoundError(f"resume_run: {run/'run.json'} not found; expected a run folder written by "
+                                "`restore-nb train` or Task.train")
+    cfg = json.loads((run/'run.json').read_text()).get('config', {})
+    if cfg.get('task') not in list(TASKS):
+        raise ValueError(f"resume_run: {run/'run.json'} names task {cfg.get('task')!r}; known: {', '.join(TASKS)}")
+    task = TASKS[cfg['task']]
+    fields = {f.name: f for f in dataclasses.fields(task.TrainOptions)}
+    args = {k: tuple(v) if isinstance(v, list) else v
+            for k, v in cfg.items() if k in fields}
+    return task.train(task.TrainOptions(**{**args, **overrides, 'out': str(run), 'resume': True}), quiet=quiet)
+
+# %% ../../nbs/09_tasks.ipynb #7d68cf61
+_NOT_OPTIONS = ('out', 'resume', 'device', 'workers', 'wandb')      # how a run is executed, not what it computes
+
+def train_or_resume(task: str, # a task name, e.g. 'deblur'
+                    root: str | Path | None = None, # the runs folder (default: persist_dir('runs'))
+                    major: int = 0, # the run names' major version
+                    new: bool = False, # always start a new run
+                    quiet: bool = False, # no progress output
+                    **options, # the task's training options (TrainOptions fields)
+                   ) -> dict:
+    "Resume the latest unfinished run of this task variant, reuse a finished one with the same options, or start one."
+    t = TASKS[task]
+    o = t.TrainOptions(**options)
+    root = Path(root) if root else persist_dir('runs')
+    last = None if new else latest_run(root, t.variant(o), major)
+    if last is not None:
+        rec = json.loads((last/'run.json').read_text())
+        cfg, want = rec.get('config', {}), json.loads(json.dumps(dataclasses.asdict(o)))
+        same = all(cfg.get(k) == v for k, v in want.items() if k not in _NOT_OPTIONS)
+        if same and rec.get('status') in UNFINISHED:
+            print(f"{last.name}: {rec['status']}; resuming it from its last checkpoint")
+            return resume_run(last, quiet, **{k: getattr(o, k) for k in ('device', 'workers')})
+        if same and rec.get('status') == 'finished':
+            print(f"{last.name}: finished; using it (new=True trains another run)")
+            return {**rec, 'run': str(last)}
+    return t.train(dataclasses.replace(o, out=str(next_run(root, t.variant(o), major))), quiet)
 
 # %% ../../nbs/09_tasks.ipynb #61199edf
 @patch

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from fastai.callback.core import Callback
 
 from ..core import persist_dir
 from .checkpoint import first_new_epoch
 from .learner import history, model_inputs
+from fastai.callback.core import Callback
 
 # %% auto #0
-__all__ = ['RUN_NAME', 'run_name', 'next_run', 'runs_table', 'WandbLogger']
+__all__ = ['RUN_NAME', 'UNFINISHED', 'run_name', 'next_run', 'runs_table', 'latest_run', 'WandbLogger']
 
 # %% ../../nbs/06d_train.tracking.ipynb #c26c1766
 RUN_NAME = re.compile(r'^v(\d+)\.(\d+)_([A-Za-z0-9][A-Za-z0-9._-]*)$')
@@ -70,6 +70,28 @@ def runs_table(root: str | Path | None = None, # runs folder (default: persist_d
     df = pd.DataFrame([_run_row(p) for p in sorted(root.glob('*/run.json'))], columns=_RUN_COLUMNS)
     key = df.run.map(lambda n: tuple(int(v) for v in RUN_NAME.match(n).groups()[:2]) if RUN_NAME.match(n) else (-1, -1))
     return df.assign(_k=key).sort_values('_k', ascending=False).drop(columns='_k').reset_index(drop=True)
+
+# %% ../../nbs/06d_train.tracking.ipynb #927eff61
+UNFINISHED = ('running', 'interrupted')
+
+def latest_run(root: str | Path | None = None, # runs folder (default: persist_dir('runs'))
+               variant: str | None = None, # only runs of this variant
+               major: int | None = None, # only runs of this major version
+               unfinished: bool = False, # only runs whose status is running or interrupted
+              ) -> Path | None:
+    "The newest run folder (highest version) under `root` that matches, or None."
+    root = Path(root) if root else persist_dir('runs')
+    found = []
+    for p in (root.iterdir() if root.exists() else []):
+        m = RUN_NAME.match(p.name)
+        if not m or not (p/'run.json').exists(): continue
+        if (variant is not None and m[3] != variant) or (major is not None and int(m[1]) != major): continue
+        if unfinished:
+            try: status = json.loads((p/'run.json').read_text()).get('status')
+            except ValueError: continue
+            if status not in UNFINISHED: continue
+        found.append(((int(m[1]), int(m[2])), p))
+    return max(found)[1] if found else None
 
 # %% ../../nbs/06d_train.tracking.ipynb #c2234233
 class WandbLogger(Callback):
