@@ -8,7 +8,7 @@ STAMP := $(VENV)/.restore_nb-installed
 PIP := $(BIN)/python -m pip -qq --disable-pip-version-check
 DEMO_OUT ?= restore_nb_demo
 
-.PHONY: install demo test test-slow export clean-nbs lint prepare readme docs-check wheel clean help
+.PHONY: install demo test test-slow export clean-nbs lint prepare readme urls docs-check wheel release-check clean help
 
 help:
 	@echo "make demo       install into $(VENV) (first time) and run 'restore-nb demo' -> $(DEMO_OUT)/"
@@ -18,6 +18,7 @@ help:
 	@echo "make lint       ruff over the package, the notebooks, the tests and the tools (what CI checks)"
 	@echo "make docs-check nbdev-proc-nbs (the docs pre-processing step; rendering needs Quarto)"
 	@echo "make wheel      build dist/restore_nb-*.whl"
+	@echo "make release-check  build sdist + wheel, twine check, install the wheel in a clean venv, restore (no upload)"
 
 # (Re)install when pyproject.toml changes. torch/torchvision come from the package registry.
 $(STAMP): pyproject.toml
@@ -51,13 +52,20 @@ lint: $(STAMP)
 readme: $(STAMP)
 	$(BIN)/python tools/make_readme.py
 
-prepare: export clean-nbs readme
+# the repository and docs URLs, named once in pyproject.toml, into the Colab notebooks and the site settings
+urls: $(STAMP)
+	$(BIN)/python tools/sync_urls.py
+
+prepare: export urls clean-nbs readme
 
 docs-check: $(STAMP)
 	$(BIN)/python tools/proc_nbs.py
 
 wheel: $(STAMP)
 	$(BIN)/python -m pip wheel --no-deps -w dist .
+
+release-check: $(STAMP)
+	$(BIN)/python tools/release.py all --deps borrow
 
 clean:
 	rm -rf _proc _docs dist build *.egg-info $(DEMO_OUT)
