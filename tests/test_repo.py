@@ -63,6 +63,7 @@ def test_readme_is_generated_from_index():
     assert r.returncode == 0, r.stderr
 
 
+@pytest.mark.slow   # 2 min: nbdev-proc-nbs over every page; the deploy workflow runs it on every push too
 def test_docs_processing(copy):
     "nbdev-proc-nbs (the docs pre-processing step) succeeds and processes every notebook."
     r = run([sys.executable, copy / 'tools' / 'proc_nbs.py', '--root', copy])

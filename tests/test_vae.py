@@ -136,6 +136,7 @@ def test_collapsed_run_is_flagged(collapsed):
     assert 'lower β from 1e-2 to 1e-4' in str(d)
 
 
+@pytest.mark.slow   # 70 s; the VAE page's collapse study (#| slow) trains the same pair for longer
 def test_the_recommended_run_is_healthy(collapsed):
     # the run the diagnosis recommends is a healthy run: it must not be flagged, and it must be measurably better
     d0 = diagnose(collapsed)

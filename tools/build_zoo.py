@@ -40,7 +40,7 @@ def recipes() -> dict:
     text = (ROOT/'tools'/'train_zoo.sh').read_text()
     out = {}
     for m in re.finditer(r'\[([\w-]+)\]="([^"]+)"', text):
-        out[m.group(1)] = f"restore-nb train {m.group(2).replace('$D/', '../shared/data/')} --out runs/zoo/{m.group(1)}"
+        out[m.group(1)] = f"restore-nb train {m.group(2)} --out runs/zoo/{m.group(1)}"
     return out
 
 

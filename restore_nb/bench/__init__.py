@@ -22,7 +22,7 @@ __all__ = ['BENCHES', 'BenchOptions', 'Bench', 'register_bench', 'trained_run', 
 class BenchOptions:
     "What every benchmark takes."
     json: str | None = None # results file (a .md table beside it); default bench_NAME.json
-    data: str = 'builtin' # test images, e.g. ../shared/data/Set12 (default: the embedded images)
+    data: str = 'builtin' # test images, e.g. std:Set12 (default: the embedded images)
     out: str = 'runs/bench' # folder of the run folders of the models the benchmark trains
     quick: bool = False # the quick preset: tiny settings for a smoke run
     seed: int = 0 # seed of data, noise and initialisation

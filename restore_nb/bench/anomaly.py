@@ -25,6 +25,7 @@ from restore_nb.tasks.anomaly import (
     synthetic_test_set,
 )
 from ..train import fit_run
+from ..data.datasets import data_label
 
 # %% auto #0
 __all__ = ['AnomalyBenchOptions', 'bench_anomaly', 'AnomalyBench']
@@ -73,7 +74,8 @@ def bench_anomaly(o: AnomalyBenchOptions) -> Result:
 # %% ../../nbs/benchmarks/anomaly.ipynb #daa88cf8
 def _result(o, test, results, info, comparisons, key) -> Result:
     hw = f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads)"
-    proto = dict(data=str(o.data), train='random crops of the training split (flips), L1 loss, Adam one-cycle lr '
+    proto = dict(data=data_label(o.data),
+                 train='random crops of the training split (flips), L1 loss, Adam one-cycle lr '
                                          '1e-3, batch 16',
                  test=f"{o.n_test} crops of the held-out split, {o.n_test // 2} with one inserted anomaly "
                       "(lesion/blob/scratch "

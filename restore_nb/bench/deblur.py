@@ -25,6 +25,7 @@ from ..solvers import richardson_lucy, zero_padded_richardson_lucy
 from ..tasks.deblur import (blur_degradations, blurred_method, deblur_dataloaders, deblur_learner, rl_method,
                                      skimage_rl_method, test_kernel_sets, wiener_method)
 from ..train import fit_run
+from ..data.datasets import data_label
 
 # %% auto #0
 __all__ = ['rl_speed', 'tune_classical', 'layer_figure', 'DeblurBenchOptions', 'bench_deblur', 'DeblurBench']
@@ -215,7 +216,8 @@ def bench_deblur(o: DeblurBenchOptions) -> Result:
     blind = models['unrolled RL (blind, 5 layers)']
     ablation = _ablation(o, dls, test, sets['motion (unseen angles)']) if o.ablation_minutes else {}
     n = len(test) if o.max_images is None else min(o.max_images, len(test))
-    proto = dict(test=f"{test.src} ({n} images) × kernel sets {[f'{k}: {len(v)}' for k, v in sets.items()]}, reflect "
+    label = data_label(test.src)
+    proto = dict(test=f"{label} ({n} images) × kernel sets {[f'{k}: {len(v)}' for k, v in sets.items()]}, reflect "
                       "boundary, "
                       f"Gaussian noise σ={o.sigma}/255, seed {o.seed}; PSNR/SSIM over all channels, no border crop; "
                       "grey images "

@@ -20,6 +20,7 @@ from ..physics import sigma_fraction
 from ..tasks.demosaic import (baseline_method, classical_method, demosaic_dataloaders, demosaic_learner,
                                        demosaic_test_images, evaluate_demosaic, libraw_method)
 from ..train import fit_run
+from ..data.datasets import data_label
 
 # %% auto #0
 __all__ = ['DemosaicBenchOptions', 'bench_demosaic', 'DemosaicBench']
@@ -77,7 +78,8 @@ def bench_demosaic(o: DemosaicBenchOptions) -> Result:
                            psnr=q['psnr'], ssim=q['ssim'], grid=q['grid']) for q in r.per_image]
     rows.sort(key=lambda q: (q['cfa'] != 'bayer', q['noise']))
     n = len(test) if o.max_images is None else min(o.max_images, len(test))
-    proto = dict(test=f"{getattr(test, 'src', o.data)} ({n} images, cropped to multiples of 6), sRGB → linear "
+    label = data_label(getattr(test, 'src', o.data))
+    proto = dict(test=f"{label} ({n} images, cropped to multiples of 6), sRGB → linear "
                       "(kornia) → CFA "
                       f"at phase (0, 0) → camera noise y + sqrt(σy + σ²)·n (σ in 0–255 units, seed {o.seed}) → "
                       "demosaic → "

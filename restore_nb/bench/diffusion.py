@@ -33,6 +33,7 @@ from restore_nb.tasks.diffusion import (
     sample,
 )
 from ..train import fit_run
+from ..data.datasets import data_label
 
 # %% auto #0
 __all__ = ['DiffusionBenchOptions', 'bench_diffusion', 'diffusion_figure', 'diffusion_markdown', 'DiffusionBench']
@@ -136,7 +137,8 @@ def bench_diffusion(o: DiffusionBenchOptions) -> Result:
     denoise = {m: dict(psnr=v[f'σ={o.sigma:g}']['psnr'], ssim=v[f'σ={o.sigma:g}']['ssim'],
                        seconds=round(float(np.mean([q['seconds'] for q in den.per_image if q['method'] == m])), 3))
                for m, v in den.metrics.items()}
-    proto = dict(data=str(o.data), train_data='builtin (80 % of the embedded pictures)', test=crops.names, size=o.size,
+    proto = dict(data=data_label(o.data),
+                 train_data='builtin (80 % of the embedded pictures)', test=crops.names, size=o.size,
                  hardware=f'CPU, {torch.get_num_threads()} threads',
                  training=dict(minutes=o.minutes, seconds=rec.get('seconds'), epochs=rec.get('epochs'),
                                crops='32² noisy/clean, σ ∈ [0, 50], batch 16', parameters=count_parameters(model),

@@ -25,6 +25,7 @@ from ..physics import CAPTION_KINDS, LEVELS, PROMPTS, caption
 from ..tasks.denoise import (CaptionedPairs, bm3d_method, captioned_dataloaders, evaluate_denoise, noisy_input,
                                       prompted_learner, swin_dataloaders, swin_learner, tiled_method)
 from ..train import fit_run
+from ..data.datasets import data_label
 
 # %% auto #0
 __all__ = ['REFERENCE_PSNR', 'test_sets', 'DenoiseBenchOptions', 'train_denoiser', 'bench_denoise', 'denoise_markdown',
@@ -33,7 +34,7 @@ __all__ = ['REFERENCE_PSNR', 'test_sets', 'DenoiseBenchOptions', 'train_denoiser
            'SwinSpeedBench']
 
 # %% ../../nbs/benchmarks/swin.ipynb #05926ead
-REFERENCE_PSNR = {   # published PSNR (dB) at σ = 15/25/50, as listed in ../shared/data/README.md
+REFERENCE_PSNR = {   # published PSNR (dB) at σ = 15/25/50, as published in the papers' tables
     'Set12': {'BM3D': (32.37, 29.97, 26.72), 'DnCNN': (32.86, 30.44, 27.18), 'DRUNet': (33.25, 30.94, 27.90),
               'SwinIR': (33.36, 31.01, 27.91), 'SCUNet': (33.43, 31.09, 28.04)},
     'Kodak24': {'CBM3D': (34.28, 32.15, 28.46), 'DnCNN': (34.60, 32.14, 28.95), 'DRUNet': (35.31, 32.89, 29.86),
@@ -46,7 +47,7 @@ def test_sets(data) -> list[tuple[str, Path | str]]:
     root = Path(data)
     if not root.is_dir():
         raise FileNotFoundError(f"data: {root} is not a folder (expected a test set folder, or a folder of them such "
-                                "as ../shared/data)")
+                                "as a data root holding Set12/ and Kodak24/)")
     if any(p.suffix.lower() in IMAGE_EXTS for p in root.iterdir()): return [(root.name, root)]
     sets = [
         (d.name, d)
@@ -188,7 +189,8 @@ def bench_conditioning(o: ConditioningBenchOptions) -> Result:
     gate = dict(corr_gate=round(float(noisy[['sigma', 'gate']].corr().iloc[0, 1]), 3),
                 corr_estimate=round(float(noisy[['sigma', 'est_sigma']].corr().iloc[0, 1]), 3),
                 gate_range=[round(float(df.gate.min()), 3), round(float(df.gate.max()), 3)])
-    proto = dict(data=str(o.data), crops=o.n_eval, size=o.size, seed=o.seed, wrong_prompt='same level, next kind',
+    proto = dict(data=data_label(o.data),
+                 crops=o.n_eval, size=o.size, seed=o.seed, wrong_prompt='same level, next kind',
                  psnr='RGB, data range 1, from the MSE pooled over the crops of a group',
                  model='PromptedSwin tiny + MiniLM', threads=torch.get_num_threads())
     by_kind = {k: _summary(g) for k, g in df.groupby('kind')}

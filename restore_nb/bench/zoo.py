@@ -23,6 +23,7 @@ from ..tasks.deblur import blur_degradations, blurred_method, rl_method, test_ke
 from ..tasks.demosaic import evaluate_demosaic, libraw_method
 from ..tasks.denoise import bm3d_method, evaluate_denoise, noisy_input
 from ..tasks.sr import evaluate_sr
+from ..data.datasets import data_label
 
 # %% auto #0
 __all__ = ['TARGETS', 'EVALUATORS', 'ZooBenchOptions', 'deblur_kernel_sets', 'seconds_per_mp', 'bench_zoo', 'zoo_markdown',
@@ -160,7 +161,7 @@ def bench_zoo(o: ZooBenchOptions) -> Result:
         model = pretrained(n).eval()
         rows += EVALUATORS[card['task']](o, n, model)
         speed[n] = round(seconds_per_mp(model, card['task']), 3)
-    proto = dict(data=str(o.data), seed=o.seed, bm3d='run here' if o.bm3d else 'from the denoising benchmark',
+    proto = dict(data=data_label(o.data), seed=o.seed, bm3d='run here' if o.bm3d else 'from the denoising benchmark',
                  libraw='run here' if o.libraw else 'from the demosaicing benchmark', rl_iters=o.rl_iters,
                  threads=torch.get_num_threads(), restore_nb=restore_nb.__version__, seconds=round(time.time() - t0))
     if o.update and o.json and Path(o.json).exists():             # the other models' rows from the earlier run

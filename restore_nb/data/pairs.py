@@ -11,13 +11,13 @@ from functools import lru_cache
 import numpy as np
 import torch
 import torch.nn.functional as F
-from fastai.data.core import DataLoaders
-from fastai.data.load import DataLoader
 from torch import Tensor
 from fastcore.basics import patch
 
 from ..core import default_device
 from .sources import ImageSource
+from fastai.data.core import DataLoaders
+from fastai.data.load import DataLoader
 
 # %% auto #0
 __all__ = ['dihedral', 'cfa_transforms', 'random_crop', 'fit_size', 'item_generator', 'OnTheFly', 'DegradedPairs', 'degrade_with',

@@ -30,6 +30,7 @@ from ..models import ANOMALY_MODELS, ReversedAE, UNet
 from ..physics import GaussianNoise, Identity, sigma_fraction
 from . import EvalOptions, RunOptions, Task, check_flag, is_num, register_task
 from ..train import task_learner
+from ..data.datasets import data_label
 
 # %% auto #0
 __all__ = ['SYNTH_KINDS', 'ERROR_MAPS', 'SCORE_REDUCTIONS', 'NIH_FINDINGS', 'NIH_HEADER', 'insert_anomaly', 'anomaly_pairs',
@@ -427,7 +428,7 @@ def evaluate(self: AnomalyTask, model, o, progress: bool = False) -> Result:
     rec = next((p/'run.json' for p in [Path(o.ckpt), *Path(o.ckpt).parents][:3] if (p/'run.json').exists()), None)
     size = o.size or (json.loads(rec.read_text()).get('config', {}).get('size', 64) if rec else 64)
     res = evaluate_anomaly(model, o.data, size=size, seed=1234 + o.seed, n_boot=o.n_boot, device=o.device)
-    res.protocol['data'] = str(o.data)
+    res.protocol['data'] = data_label(o.data)
     return res
 
 # %% ../../nbs/09e_tasks.anomaly.ipynb #a2525154

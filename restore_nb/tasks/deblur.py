@@ -14,7 +14,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from fastai.callback.core import Callback
 from fastcore.basics import patch
 from fastcore.foundation import L
 from torch import Tensor
@@ -30,6 +29,7 @@ from ..physics import (Blur, GaussianNoise, KernelSampler, kernel_sampler, load_
 from ..solvers import richardson_lucy, wiener
 from . import EvalOptions, RestoreOptions, RunOptions, Task, is_int, check_flag, register_task
 from ..train import task_learner
+from fastai.callback.core import Callback
 
 # %% auto #0
 __all__ = ['MODELS', 'DEMO_ANGLES', 'DeblurPairs', 'deblur_dataloaders', 'BlindDeblurLoss', 'KernelCurriculum', 'blur_inputs',

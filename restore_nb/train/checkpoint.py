@@ -12,8 +12,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
-from fastai.callback.core import Callback, CancelEpochException
-from fastai.torch_core import rank_distrib
 from fastcore.basics import patch
 from fastcore.foundation import L
 from safetensors.torch import load_file
@@ -21,6 +19,8 @@ from torch import Tensor
 
 from ..core import atomic_path, load_model, save_model, write_json
 from .learner import EMA, history, unwrap
+from fastai.callback.core import Callback, CancelEpochException
+from fastai.torch_core import rank_distrib
 
 # %% auto #0
 __all__ = ['CheckpointError', 'rng_state', 'set_rng_state', 'checkpoint_dir', 'load_train_state', 'load_checkpoint', 'Checkpoint',

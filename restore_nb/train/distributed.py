@@ -7,6 +7,8 @@ Docs: https://restore-nb.github.io/restore_nb/train.distributed.html.md"""
 # %% ../../nbs/06e_train.distributed.ipynb #9795668b
 from __future__ import annotations
 import torch
+
+import restore_nb.core  # noqa: F401 (imported before fastai: it silences fastai's torch.jit import warning)
 from fastai.distributed import DistributedDL, DistributedTrainer
 from fastai.learner import Learner
 from fastai.torch_core import num_distrib
