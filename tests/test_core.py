@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-import restore_nb.core as core
 from restore_nb.core import (load_image, save_image, atomic_write, write_json, ImageReadError, sample_images,
                              resize_crop, set_seed, default_device, persist_dir, to_tensor, SAMPLE_NAMES)
 from conftest import run
@@ -152,7 +151,7 @@ def test_default_device_env_override(monkeypatch):
 def test_persist_dir_priority(tmp_path, monkeypatch):
     drive = tmp_path / 'drive'
     (drive / 'MyDrive').mkdir(parents=True)
-    monkeypatch.setattr(core, 'DRIVE_MOUNT', drive)
+    monkeypatch.setenv('RESTORE_NB_DRIVE_MOUNT', str(drive))       # where the (simulated) Colab mounts Drive
     monkeypatch.setenv('COLAB_RELEASE_TAG', 'test')           # pretend to be in Colab with Drive mounted
     monkeypatch.delenv('RESTORE_NB_HOME', raising=False)
     assert persist_dir('ckpt') == drive / 'MyDrive' / 'restore_nb' / 'ckpt'

@@ -86,7 +86,7 @@ def smoke(deps: str):
         if deps == 'install': sh(py, '-m', 'pip', 'install', '-q', whl)
         else:
             sh(py, '-m', 'pip', 'install', '-q', '--no-deps', '--no-index', whl)
-            sh(py, '-m', 'pip', 'uninstall', '-q', '-y', 'setuptools')   # the venv's old copy would shadow the borrowed one
+            sh(py, '-m', 'pip', 'uninstall', '-q', '-y', 'setuptools')   # the venv's old one would shadow the borrowed
             site = Path(subprocess.check_output([py, '-c', 'import sysconfig; print(sysconfig.get_paths()["purelib"])'],
                                                 text=True).strip())
             # the running interpreter's packages, after the venv's own: the wheel's restore_nb comes first
