@@ -41,6 +41,8 @@ def _finished(state: dict) -> bool:
     )
 
 # %% ../../nbs/06c_train.fit.ipynb #09596483
+def _mmss(s: float) -> str: return f"{int(s // 60)}:{int(s % 60):02d}"
+
 def _fmt(v) -> str:
     return f"{v:.4f}" if isinstance(v, float) and abs(v) < 100 else f"{v:.2f}" if isinstance(v, float) else str(v)
 
@@ -56,8 +58,8 @@ class EpochLines(Callback):
     def after_epoch(self):
         names, vals = self.recorder.metric_names, self.recorder.log
         if self.budget_s:
-            used = (self.spent + self.clock() - self.t0) / 60
-            head = f"epoch {self.epoch + 1} [{used:.1f} of {self.budget_s / 60:.1f} min]"
+            used = self.spent + self.clock() - self.t0
+            head = f"epoch {self.epoch + 1} [{_mmss(used)} of {_mmss(self.budget_s)}]"
         else: head = f"epoch {self.epoch + 1}/{self.epochs or self.n_epoch}"
         parts = [f"{n} {_fmt(v)}" for n, v in zip(names, vals) if n not in ('epoch', 'time')]
         self.print('  '.join([head] + parts))
