@@ -136,3 +136,25 @@ def test_benchmark_pages_quote_their_results(nb):
     missing = sorted({q for q in _quoted(md) if q not in have})
     assert not missing, (f"{nb.relative_to(ROOT)} quotes {missing} dB, which its results "
                          f"({[f.name for f in _benchmark_pages()[nb]]}) do not hold")
+
+
+def test_docs_processing_runs_no_page_code():
+    """nbdev-proc-nbs executes every cell of a documented page that imports something; a cell that imports and also
+    runs code is executed out of context when the docs are built (and fails there). Imports go in the page's first
+    cells (the full processing runs in `make test-slow` and the deploy workflow)."""
+    import ast
+    bad = []
+    for nb in notebooks(NBS):
+        cells = _cells(nb)
+        if not any(c['cell_type'] == 'code' and re.match(r'#\|\s*export', _src(c)) for c in cells): continue
+        for i, c in enumerate(cells):
+            src = _src(c)
+            skip = re.match(r'#\|\s*(export|hide|eval:\s*false)', src)        # exports, and the hidden import cells
+            if c['cell_type'] != 'code' or skip: continue
+            try: tree = ast.parse('\n'.join(l for l in src.splitlines() if not l.lstrip().startswith(('%', '!'))))
+            except SyntaxError: continue
+            top = tree.body
+            if (any(isinstance(t, (ast.Import, ast.ImportFrom)) for t in top)
+                    and any(isinstance(t, (ast.Expr, ast.Assign)) for t in top)):
+                bad.append(f"{nb.relative_to(ROOT)} cell {i}")
+    assert not bad, f"cells that import and run code (move the imports up): {bad}"
