@@ -70,6 +70,8 @@ def test_bad_arguments_are_one_clear_line(tmp_path, capsys):
     with pytest.raises(SystemExit): main(['bench', 'sr'])                      # argparse: invalid choice
 
 
+@pytest.mark.slow   # 80 s; the default suite covers the path in pieces: 09_tasks (train/eval/restore a task),
+#                    test_zoo (restore + verify from the command line), test_colab (resume), release smoke
 def test_train_eval_restore_verify_end_to_end(tmp_path):
     """The issue's acceptance path: train, eval, restore, verify, and a resumed run that continues."""
     import numpy as np, torch
@@ -135,6 +137,7 @@ def test_bench_deblur_quick(tmp_path):
     assert {'speed', 'metrics', 'training', 'kernel_error'} <= set(res) and out.with_suffix('.md').exists()
 
 
+@pytest.mark.slow   # 36 s; 09b_tasks.demosaic trains, evaluates and restores through the same task (Bayer)
 def test_train_and_eval_demosaic(tmp_path):
     """`restore-nb train demosaic`, then `eval demosaic --ckpt RUN --data DIR --cfa xtrans --sigma S --json OUT`."""
     from restore_nb.core import save_image

@@ -215,6 +215,7 @@ def test_cascade_keeps_the_first_estimate_at_low_strength(model):
     with pytest.raises(ValueError, match='strength'): cascade(first, model, y, strength=1.5)
 
 
+@pytest.mark.slow   # 35 s; 09g_tasks.diffusion trains, restores and reproduces through the same task
 def test_cli_train_eval_restore_verify_reproduce(tmp_path, capsys):
     from restore_nb.cli import main
     run_dir = tmp_path/'v0.1_diffusion_pixel'
