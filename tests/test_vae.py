@@ -126,6 +126,7 @@ def collapsed(tmp_path_factory):
     return _train(1e-2, tmp_path_factory.mktemp('collapsed'))        # β ≈ 300× the ELBO-equivalent β at 32² RGB
 
 
+@pytest.mark.slow   # trains a real collapsing VAE (1 min); test_diagnose_rules checks the rules on given figures
 def test_collapsed_run_is_flagged(collapsed):
     d = diagnose(collapsed)
     last = d.history[-1]
@@ -150,6 +151,7 @@ def test_the_recommended_run_is_healthy(collapsed):
     assert f['active'] > c['active'] + 0.5 * f['latent_dims'] and f['mi'] > c['mi'] + 2.0 and f['kl'] > c['kl'] + 10
 
 
+@pytest.mark.slow   # shares the collapsed run of the test above
 def test_history_file_and_report(collapsed, tmp_path):
     run_dir = next(p for p in collapsed.cbs if isinstance(p, VAEDiagnostics)).path.parent
     h = json.loads((run_dir / 'diagnostics.json').read_text())
