@@ -126,16 +126,19 @@ def _benchmark_pages():
     return pages
 
 
-@pytest.mark.parametrize('nb', list(_benchmark_pages()), ids=lambda p: p.name)
+PAGES = _benchmark_pages()
+
+
+@pytest.mark.parametrize('nb', list(PAGES), ids=lambda p: p.name)
 def test_benchmark_pages_quote_their_results(nb):
     "Every 'NN.NN dB' a benchmark page's prose states is a value of the results JSON it shows (rounded as quoted)."
     values = []
-    for f in _benchmark_pages()[nb]: _numbers(json.loads(f.read_text()), values)
+    for f in PAGES[nb]: _numbers(json.loads(f.read_text()), values)
     have = {f'{v:.2f}' for v in values}
     md = '\n'.join(_src(c) for c in _cells(nb) if c['cell_type'] == 'markdown')
     missing = sorted({q for q in _quoted(md) if q not in have})
     assert not missing, (f"{nb.relative_to(ROOT)} quotes {missing} dB, which its results "
-                         f"({[f.name for f in _benchmark_pages()[nb]]}) do not hold")
+                         f"({[f.name for f in PAGES[nb]]}) do not hold")
 
 
 def test_docs_processing_runs_no_page_code():

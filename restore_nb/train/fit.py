@@ -123,8 +123,9 @@ def fit_run(learn: Learner, # the Learner (from a task)
     cbs = [guard, ck] + ([ResumeFrom(state)] if state is not None else [])
     spent = state['spent'] if state is not None else 0.0
     if minutes: cbs.append(TimeBudget(60 * minutes, spent, clock=clock))
-    lines = not quiet and (minutes is not None or progress_mode() != 'bar')
-    if lines and progress_mode() != 'none':
+    mode = progress_mode()
+    lines = not quiet and (minutes is not None or mode != 'bar')
+    if lines and mode != 'none':
         cbs.append(EpochLines(epochs, 60 * minutes if minutes else None, spent, clock=clock))
     record.update(
         name=run.name,
