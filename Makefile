@@ -8,12 +8,16 @@ STAMP := $(VENV)/.restore_nb-installed
 PIP := $(BIN)/python -m pip -qq --disable-pip-version-check
 DEMO_OUT ?= restore_nb_demo
 
-.PHONY: install demo test test-slow export clean-nbs lint prepare readme urls docs-check wheel release-check clean help
+system-deps:
+	tools/system_deps.sh
+
+.PHONY: system-deps install demo test test-slow export clean-nbs lint prepare readme urls docs-check wheel release-check clean help
 
 help:
 	@echo "make demo       install into $(VENV) (first time) and run 'restore-nb demo' -> $(DEMO_OUT)/"
 	@echo "make test       install into $(VENV) (first time) and run the whole default test suite"
 	@echo "make test-slow  the same, also running notebook cells flagged '#| slow' and slow tests"
+	@echo "make system-deps  Debian packages the tests use: chromium, chromium-driver, redis-server (apt, as root or sudo)"
 	@echo "make prepare    nbdev-export + nbdev-clean + README.md from nbs/index.ipynb (before committing)"
 	@echo "make lint       ruff over the package, the notebooks, the tests and the tools (what CI checks)"
 	@echo "make docs-check nbdev-proc-nbs (the docs pre-processing step; rendering needs Quarto)"
@@ -22,6 +26,7 @@ help:
 
 # (Re)install when pyproject.toml changes. torch/torchvision come from the package registry.
 $(STAMP): pyproject.toml
+	@tools/system_deps.sh
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	@echo "Installing restore_nb and its dependencies into $(VENV) (first time: several minutes, ~5 GB for torch)"
 	$(PIP) install --upgrade pip
@@ -33,7 +38,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/restore-nb demo --out $(DEMO_OUT)
 
-test: $(STAMP)
+test: system-deps $(STAMP)
 	$(BIN)/python -m pytest -n auto --dist worksteal tests
 
 test-slow: $(STAMP)

@@ -16,9 +16,12 @@ from .core import ImageReadError
 from .data.datasets import STANDARD_SETS, datasets_root, dataset
 from .infer import card_markdown, manifest_file, manifest_path, verify, zoo_cards, zoo_table
 from .tasks import TASKS, RestoreOptions, options_parser, resume_run, task_of
+from .serve import ServeOptions, serve
+from .serve.jobs import job_engine, run_folder_job
+
 
 # %% auto #0
-__all__ = ['parser', 'restore_parser', 'main']
+__all__ = ['parser', 'restore_parser', 'expand_inputs', 'main']
 
 # %% ../nbs/10_cli.ipynb #2f193ce0
 def _registry_command(sub, name: str, registry, options: str, help: str):
@@ -55,6 +58,13 @@ def parser() -> argparse.ArgumentParser:
                    help='also re-run a recorded generation and require a bit-exact match')
     _registry_command(sub, 'bench', BENCHES, 'Options', 'run a benchmark; writes JSON and a markdown table')
     options_parser(DemoOptions, sub.add_parser('demo', help=DemoOptions.__doc__, description=DemoOptions.__doc__))
+    s = sub.add_parser('serve', help='serve the HTTP API and web page (every task, the zoo, runs)',
+                       description=ServeOptions.__doc__)
+    options_parser(ServeOptions, s)
+    w = sub.add_parser('worker', help="take batch-job images from a shared queue (a server's --engine redis://…)")
+    w.add_argument('--root', required=True, help="the server's folder, mounted here (holds the jobs)")
+    w.add_argument('--engine', required=True, help='the queue: redis://HOST:PORT/DB (or sqlite for the folder\'s own)')
+    w.add_argument('--workers', type=int, default=1, help='worker threads')
     return p
 
 # %% ../nbs/10_cli.ipynb #a97dad96
@@ -72,6 +82,9 @@ def restore_parser(argv: list[str]):
         "Restore image files with a checkpoint or a task's zoo model; `restore-nb restore --task TASK --help` "
         "lists the flags of a task."))
     p.add_argument('--task', help='the task (default: read from --ckpt); without --ckpt its zoo model restores')
+    p.add_argument('--jobs', type=int,
+                   help='restore as a batch job with this many worker threads (inputs may be folders)')
+    p.add_argument('--engine', default='sqlite', help='the job queue with --jobs: sqlite, or redis://HOST:PORT/DB')
     return task, options_parser(cls, p)
 
 # %% ../nbs/10_cli.ipynb #5fa21a86
@@ -94,6 +107,18 @@ def _eval(entry, args) -> int:
     return 0
 
 # %% ../nbs/10_cli.ipynb #d8df582d
+def expand_inputs(inputs: list) -> list[str]:
+    "Image arguments with folders replaced by the image files they hold (sorted; a folder with none is an error)."
+    from restore_nb.core import IMAGE_EXTS
+    out = []
+    for a in map(Path, inputs):
+        if a.is_dir():
+            found = sorted(p for p in a.iterdir() if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith('.'))
+            if not found: raise FileNotFoundError(f"inputs: {a} holds no image files ({', '.join(IMAGE_EXTS)})")
+            out += map(str, found)
+        else: out.append(str(a))
+    return out
+
 def _restore(argv: list[str]) -> int:
     task, p = restore_parser(argv)
     args = vars(p.parse_args(argv))
@@ -101,6 +126,20 @@ def _restore(argv: list[str]) -> int:
         raise ValueError("--task: a task (its zoo model restores) or --ckpt, the run folder of a trained model, is "
                          f"required; tasks: {', '.join(TASKS)}")
     args.pop('task')
+    jobs, engine = args.pop('jobs'), args.pop('engine')
+    args['inputs'] = expand_inputs(args['inputs'])
+    if jobs is not None:
+        inputs, out, ckpt = args.pop('inputs'), args.pop('out'), args.pop('ckpt')
+        defaults = task.RestoreOptions.__dataclass_fields__
+        for k in ('tile', 'overlap'):
+            if args[k] == defaults[k].default: args.pop(k)
+        p = run_folder_job(task.name, inputs, out, args, jobs, engine, runs=[ckpt] if ckpt else (),
+                           model=Path(ckpt).name if ckpt else None)
+        for im in p['images']:
+            if im['state'] != 'done':
+                print(f"restore-nb restore: {im['name']}: {im.get('error', im['state'])}", file=sys.stderr)
+        print(f"restore-nb restore: job {p['id']}: {p['done']} of {p['n']} restored -> {out}")
+        return 0 if p['done'] == p['n'] else 1
     for r in task.restore(task.RestoreOptions(**args), progress=True):
         extra = f"; edit map mean {r['edit_mean']:.2f} σ" if 'edit_mean' in r else ''
         print(f"{r['input']} -> {r['output']} ({r['seconds']:.2f} s{extra}; manifest {Path(r['manifest']).name})")
@@ -158,6 +197,13 @@ def _demo(args) -> int:
     return 0
 
 # %% ../nbs/10_cli.ipynb #9aebade4
+def _worker(root: str, engine: str, workers: int) -> int:
+    "Run a Huey consumer on the shared queue in the foreground (Ctrl-C stops it after the current images)."
+    from huey.consumer import Consumer
+    print(f"restore-nb worker: {workers} thread(s) on {engine}, folder {root}", flush=True)
+    Consumer(job_engine(root, engine), workers=workers, worker_type='thread', periodic=False, max_delay=0.5).run()
+    return 0
+
 def _run(argv: list[str]) -> int:
     if argv and argv[0] == 'restore': return _restore(argv[1:])
     p = parser()
@@ -167,6 +213,8 @@ def _run(argv: list[str]) -> int:
         p.print_help()
         return 2
     if cmd == 'verify': return _verify(**args)
+    if cmd == 'serve': return serve(ServeOptions(**args)) or 0
+    if cmd == 'worker': return _worker(**args)
     if cmd == 'demo': return _demo(args)
     if cmd == 'zoo': return _zoo(args['name'])
     if cmd == 'resume': return _resume(**args)

@@ -71,6 +71,7 @@ def test_train_deblur_resumes_after_a_kill(tmp_path):
     assert 'unrolled RL:' in outs[-1] and 'on 3 test images' in outs[-1]
 
 
+@pytest.mark.slow   # 70 s; the deblur notebook's kill-and-resume test covers the same resume path by default
 def test_imgae_dx_resumes_after_a_kill(tmp_path):
     "colab/02_imgae_dx without Kaggle secrets: the stand-in data, two runs, a kill during the first, Run all again."
     outs = _kill_and_resume(COLAB / '02_imgae_dx.ipynb', tmp_path, {}, 2)

@@ -1,5 +1,6 @@
 """Data-parallel training with two CPU processes on the gloo backend (torchrun), as on a multi-GPU machine."""
 import re, sys
+import pytest
 from conftest import run
 
 SCRIPT = r"""
@@ -24,6 +25,7 @@ teardown_distributed()
 """
 
 
+@pytest.mark.slow   # 30 s; two torchrun processes
 def test_two_process_gloo_training_keeps_replicas_identical(tmp_path):
     script = tmp_path / 'ddp.py'
     script.write_text(SCRIPT)

@@ -41,6 +41,7 @@ def test_restore_checks_its_arguments():
         restore(UnrolledRL(layers=1), torch.rand(3, 32, 32))
 
 
+@pytest.mark.slow   # 37 s; the tiling benchmark checks the exports too
 def test_onnx_export_matches_pytorch(tmp_path):
     pytest.importorskip('onnxruntime')
     set_seed(0)

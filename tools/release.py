@@ -55,7 +55,9 @@ def check():
     names = set(zipfile.ZipFile(wheel()).namelist())
     need = ['restore_nb/__init__.py', 'restore_nb/cli.py', 'restore_nb/_modidx.py', 'restore_nb/physics/ops.py',
             'restore_nb/tasks/deblur.py', 'restore_nb/infer/zoo.py', 'restore_nb/data/datasets.py',
-            'restore_nb/zoo/denoise-rgb/model.safetensors', 'restore_nb/zoo/denoise-rgb/card.json']
+            'restore_nb/zoo/denoise-rgb/model.safetensors', 'restore_nb/zoo/denoise-rgb/card.json',
+            'restore_nb/serve/__init__.py', 'restore_nb/serve/static/index.html',
+            'restore_nb/serve/static/dashboard.html']
     missing = [n for n in need if n not in names]
     if missing: raise SystemExit(f"{wheel().name} lacks {missing}")
     if not any(n.endswith('entry_points.txt') for n in names): raise SystemExit(f"{wheel().name}: no entry points")
@@ -72,6 +74,36 @@ torch.manual_seed(0)
 x = sample_images(('coffee',), size=96)['coffee']
 save_image((x + 25 / 255 * torch.randn_like(x)).clamp(0, 1), 'noisy.png')
 print('imported', restore_nb.__version__, 'from the clean venv')
+'''
+
+
+SERVE = '''
+import base64, json, socket, subprocess, sys, time, urllib.request
+from pathlib import Path
+with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+url = f'http://127.0.0.1:{port}'
+t0 = time.monotonic()
+exe = str(Path(sys.executable).parent/'restore-nb')
+p = subprocess.Popen([exe, 'serve', '--port', str(port), '--root', 'serve-root'])
+try:
+    while True:
+        try:
+            if urllib.request.urlopen(url + '/healthz', timeout=1).status == 200: break
+        except OSError:
+            if time.monotonic() - t0 > 120 or p.poll() is not None: raise SystemExit('restore-nb serve did not start')
+            time.sleep(0.2)
+    up = time.monotonic() - t0
+    body = json.dumps(dict(task='denoise', image=base64.b64encode(open('noisy.png', 'rb').read()).decode())).encode()
+    req = urllib.request.Request(url + '/v1/restore', body, {'Content-Type': 'application/json'})
+    r = json.loads(urllib.request.urlopen(req, timeout=300).read())
+    assert r['model'] == 'denoise-rgb' and r['image'], r
+    assert b'id="run"' in urllib.request.urlopen(url + '/', timeout=10).read()
+    print(f'restore-nb serve: up in {up:.1f} s, restored an upload with {r["model"]}, served the web page')
+finally:
+    p.terminate()
+    p.wait(30)
 '''
 
 
@@ -99,6 +131,7 @@ def smoke(deps: str):
         sh(exe, 'restore', 'noisy.png', '--task', 'denoise', '--sigma', '25', '--out', 'restored', '--device', 'cpu',
            cwd=work, env=env)
         sh(exe, 'verify', 'restored/noisy_restored.png', cwd=work, env=env)
+        sh(py, '-c', SERVE, cwd=work, env=env)
         if deps == 'borrow': sh(py, '-m', 'pip', 'check', env=env)
     print(f"{whl.name}: installs, imports, restores and verifies in a clean venv ({deps} dependencies)")
 
