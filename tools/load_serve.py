@@ -4,7 +4,7 @@ size, then a burst of jobs against a small queue. Writes nbs/benchmarks/results/
     python tools/load_serve.py --clients 4 --seconds 60 --sizes 256,1024
 """
 
-import argparse, io, os, socket, subprocess, sys, threading, time
+import argparse, io, json, os, socket, subprocess, sys, threading, time
 from pathlib import Path
 
 import httpx
@@ -73,13 +73,67 @@ def load(url: str, data: bytes, clients: int, seconds: float, pid: int) -> dict:
     )
 
 
+def engines(n: int = 16, size: int = 256) -> dict:
+    "One folder job of n images on each engine (in this process): wall time, restoration time, queue overhead."
+    import shutil, tempfile
+    from restore_nb.serve.jobs import run_folder_job
+    out, redis_proc = {}, None
+    with tempfile.TemporaryDirectory() as d:
+        d = Path(d)
+        (d/'in').mkdir()
+        for i in range(n): (d/'in'/f'{i:03d}.png').write_bytes(png(size, i))
+        runs = [('sqlite', 'sqlite', 1), ('sqlite', 'sqlite', 2)]
+        if shutil.which('redis-server'):
+            with socket.socket() as s:
+                s.bind(('127.0.0.1', 0))
+                rport = s.getsockname()[1]
+            redis_proc = subprocess.Popen(['redis-server', '--port', str(rport), '--save', '', '--appendonly', 'no'],
+                                          stdout=subprocess.DEVNULL)
+            time.sleep(1)
+            runs.append(('redis', f'redis://127.0.0.1:{rport}/0', 1))
+        try:
+            warm = sorted((d/'in').iterdir())[:2]                        # imports and first model load, not measured
+            run_folder_job('denoise', warm, d/'warm-up', {}, print_fn=lambda *a: None, poll=0.05)
+            for name, engine, workers in runs:
+                t0 = time.perf_counter()
+                p = run_folder_job('denoise', sorted((d/'in').iterdir()), d/f'out_{name}_{workers}', {},
+                                   workers=workers, engine=engine, print_fn=lambda *a: None, poll=0.05)
+                wall = time.perf_counter() - t0
+                work = sum(im['seconds'] for im in p['images'])
+                out[f'{name}, {workers} worker(s)'] = dict(images=n, size=size, done=p['done'], wall_s=round(wall, 2),
+                                                          images_per_s=round(n / wall, 3),
+                                                          restore_s=round(work, 2),
+                                                          overhead_s_per_image=round((wall - work / workers) / n, 3))
+                print(name, workers, out[f'{name}, {workers} worker(s)'], flush=True)
+        finally:
+            if redis_proc:
+                redis_proc.terminate()
+                redis_proc.wait(10)
+    return out
+
+
+def engines_md(e: dict) -> list:
+    md = ['', '| engine | images | done | wall s | images/s | restoration s | queue overhead s/image |',
+          '|---|---|---|---|---|---|---|']
+    return md + [f"| {k} | {r['images']} ({r['size']}²) | {r['done']} | {r['wall_s']} | {r['images_per_s']} | "
+                 f"{r['restore_s']} | {r['overhead_s_per_image']} |" for k, r in e.items()]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--clients', type=int, default=4)
     ap.add_argument('--seconds', type=float, default=60)
     ap.add_argument('--sizes', default='256,1024')
+    ap.add_argument('--engines_only', action='store_true', help='only the job-engine comparison, merged into --out')
     ap.add_argument('--out', default=str(ROOT / 'nbs/benchmarks/results/serve.json'))
     a = ap.parse_args()
+    if a.engines_only:
+        res = json.loads(Path(a.out).read_text())
+        res['engines'] = engines()
+        write_json(res, a.out)
+        md = Path(a.out).with_suffix('.md').read_text().split('\n\n| engine')[0].rstrip('\n')
+        write_text(md + '\n' + '\n'.join(engines_md(res['engines'])) + '\n', Path(a.out).with_suffix('.md'))
+        return
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         port = s.getsockname()[1]
@@ -143,6 +197,7 @@ def main():
         load=rows,
         queue=queue,
     )
+    res['engines'] = engines()
     write_json(res, a.out)
     md = [
         '| image | clients | requests/s | p50 s | p95 s | p99 s | ok | errors | lost | peak RSS MB |',
@@ -158,6 +213,7 @@ def main():
         f"Queue limit {queue['max_queue']} images, 5 jobs of 3 images posted at once: {queue['accepted']} accepted, "
         f"{queue['refused_429']} refused with 429. Server start to first /healthz: {startup:.1f} s.",
     ]
+    md += engines_md(res['engines'])
     write_text('\n'.join(md) + '\n', Path(a.out).with_suffix('.md'))
 
 

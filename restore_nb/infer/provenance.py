@@ -6,7 +6,8 @@ Docs: https://restore-nb.github.io/restore_nb/infer.provenance.html.md"""
 
 # %% ../../nbs/08c_infer.provenance.ipynb #c0934e5d
 from __future__ import annotations
-import dataclasses, json, os, platform, time
+import dataclasses, json, os, platform, threading, time
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -19,7 +20,7 @@ from ..train.checkpoint import checkpoint_dir, load_checkpoint
 
 # %% auto #0
 __all__ = ['MANIFEST_FORMAT', 'manifest_path', 'manifest_file', 'file_entry', 'write_manifest', 'verify', 'input_files',
-           'restore_files']
+           'cached_checkpoint', 'restore_files']
 
 # %% ../../nbs/08c_infer.provenance.ipynb #c8f7f273
 MANIFEST_FORMAT = 'restore_nb.provenance/1'
@@ -138,6 +139,22 @@ def _restore_one(model, p: Path, operator, tile, overlap, device, progress):
                 progress=progress, on_tile=on_tile)
     return (y.mean(0, keepdim=True) if grey else y), A, estimates
 
+# %% ../../nbs/08c_infer.provenance.ipynb #eb36161e
+_MODELS = threading.local()
+
+def cached_checkpoint(cdir: str | Path, # a checkpoint folder (model.safetensors + config.json)
+                      keep: int = 4, # models kept per thread
+                     ) -> nn.Module:
+    "`load_checkpoint`, reused by this thread while the weights file is unchanged."
+    st = (Path(cdir)/'model.safetensors').stat()
+    key = (str(Path(cdir).resolve()), st.st_size, st.st_ino, st.st_mtime_ns)
+    cache = _MODELS.__dict__.setdefault('models', OrderedDict())
+    if key not in cache:
+        cache[key] = load_checkpoint(cdir)
+        while len(cache) > keep: cache.popitem(last=False)
+    cache.move_to_end(key)
+    return cache[key]
+
 # %% ../../nbs/08c_infer.provenance.ipynb #51733a0a
 def restore_files(ckpt: str | Path, # run folder or checkpoint folder
                   inputs, # image files
@@ -151,7 +168,7 @@ def restore_files(ckpt: str | Path, # run folder or checkpoint folder
                  ) -> list[dict]:
     "Restore image files with a checkpoint: NAME_restored.png + NAME_restored.png.json per input; one record each."
     inputs, cdir = input_files(inputs), checkpoint_dir(ckpt, 'best')
-    model, device = load_checkpoint(cdir), torch.device(device or default_device())
+    model, device = cached_checkpoint(cdir), torch.device(device or default_device())
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     records = []

@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 import restore_nb
 from ..core import load_image, persist_dir, sha256_file, write_json
+from ..data.datasets import dataset
 from ..tasks import TASKS, field_help
 from .models import (PROMPT_TEMPLATES, SERVER_FIELDS, RequestError, check_upload, file_fields,
                                      prompt_of, resolve_model, restore_request, served_models, write_file_option)
@@ -106,7 +107,15 @@ class Server:
         self.pending = 0
         jobs_._HOOKS[str(self.root.resolve())] = lambda r, inp: self.observe(r, inp, None)
 
-# %% ../../nbs/15_serve.ipynb #25cc1d13
+# %% ../../nbs/15_serve.ipynb #3285b5c7
+def _local_data(data) -> str:
+    "A recipe's training data if it is on this machine (a folder, a zip, a standard set present), else 'builtin'."
+    d = str(data or 'builtin')
+    if d.startswith('std:'):
+        try: return str(dataset(d[4:], download=False))                   # never a download at request time
+        except Exception: return 'builtin'
+    return d if d == 'builtin' or Path(d).exists() else 'builtin'
+
 def monitor_of(self: Server, name: str) -> DriftMonitor | None:
     "The drift monitor of a served model (its training profile: the card's, else measured once and cached)."
     if name in self.drift: return self.drift[name]
@@ -117,8 +126,8 @@ def monitor_of(self: Server, name: str) -> DriftMonitor | None:
         if prof is None:
             recipe = (m.card.get('training') or {}).get('recipe') if m.source == 'zoo' else m.card.get('recipe')
             recipe = recipe or {}
-            try: prof = training_profile(m.task, recipe, data=recipe.get('data', 'builtin'))   # its training set
-            except Exception: prof = training_profile(m.task, recipe)                          # else built-in images
+            try: prof = training_profile(m.task, recipe, data=_local_data(recipe.get('data')))
+            except Exception: prof = training_profile(m.task, recipe)         # unreadable data: built-in images
             prof = {k: v.tolist() if hasattr(v, 'tolist') else v for k, v in prof.items()}
             write_json(prof, p)
         mon = DriftMonitor({k: np.asarray(prof[k]) for k in DRIFT_FEATURES})
@@ -147,7 +156,7 @@ def observe(self: Server, r: dict, inp: Path, prompt: str | None, data: bytes | 
     return dict(estimates=est, drift=drift, confidence=conf, prompt_adherence=adh)
 Server.observe = observe
 
-# %% ../../nbs/15_serve.ipynb #8441f3ba
+# %% ../../nbs/15_serve.ipynb #bb55fae6
 async def _fields(request: Request, max_files: int) -> tuple[dict, dict]:
     ctype = request.headers.get('content-type', '')
     if ctype.startswith(('multipart/form-data', 'application/x-www-form-urlencoded')):
@@ -172,7 +181,7 @@ async def _fields(request: Request, max_files: int) -> tuple[dict, dict]:
     raise RequestError(f"body: expected multipart/form-data or application/json, got {ctype or 'none'!r}",
                        'unsupported_media_type', 415)
 
-# %% ../../nbs/15_serve.ipynb #88cb600f
+# %% ../../nbs/15_serve.ipynb #ded53271
 def _options(self: Server, fields: dict, files: dict, folder: Path) -> tuple[dict, str | None]:
     "The request's options with file options written into `folder`, and its prompt."
     opts = fields.get('options') or {}
@@ -193,7 +202,7 @@ def _options(self: Server, fields: dict, files: dict, folder: Path) -> tuple[dic
     return opts, prompt
 Server.options = _options
 
-# %% ../../nbs/15_serve.ipynb #be6fe735
+# %% ../../nbs/15_serve.ipynb #a4b42bc0
 def restore_one(self: Server, fields: dict, files: dict) -> dict:
     "The work of POST /v1/restore (in a worker thread): decode, write, restore, observe; the response body."
     if 'image' in files: data = files['image'][0][1]
@@ -223,11 +232,14 @@ Server.restore_one = restore_one
 
 def prune(self: Server):
     "Keep the newest `keep` finished requests."
-    reqs = sorted((self.root/'requests').iterdir(), key=lambda p: p.stat().st_mtime)
+    def age(p):
+        try: return p.stat().st_mtime
+        except FileNotFoundError: return 0.0                         # pruned meanwhile by another worker
+    reqs = sorted((self.root/'requests').iterdir(), key=age)
     for p in reqs[:max(0, len(reqs) - self.o.keep)]: shutil.rmtree(p, ignore_errors=True)
 Server.prune = prune
 
-# %% ../../nbs/15_serve.ipynb #14813c66
+# %% ../../nbs/15_serve.ipynb #2c7f1914
 def verify_upload(self: Server, fields: dict, files: dict) -> dict:
     "POST /v1/verify: output (and input) bytes against their manifest, weights against the served models'."
     def get(k):
@@ -249,7 +261,7 @@ def verify_upload(self: Server, fields: dict, files: dict) -> dict:
     return dict(ok=not problems, checks=checks, problems=problems)
 Server.verify_upload = verify_upload
 
-# %% ../../nbs/15_serve.ipynb #bfcac449
+# %% ../../nbs/15_serve.ipynb #9288e58c
 def zip_images(data: bytes, limit: int) -> list[tuple[str, bytes]]:
     "The images of an uploaded zip, [(name, bytes)]; `RequestError` for a traversal, a link or too much data."
     try: z = zipfile.ZipFile(io.BytesIO(data))
@@ -268,7 +280,7 @@ def zip_images(data: bytes, limit: int) -> list[tuple[str, bytes]]:
         out.append((base, z.read(info)))
     return out
 
-# %% ../../nbs/15_serve.ipynb #c2800c82
+# %% ../../nbs/15_serve.ipynb #5bb74315
 def create_job(self: Server, fields: dict, files: dict) -> dict:
     "POST /v1/jobs: check every image, refuse a full queue, write the job, queue its images."
     imgs = list(files.get('images', []))
@@ -292,7 +304,7 @@ def create_job(self: Server, fields: dict, files: dict) -> dict:
                                                                      results=f"/v1/jobs/{job['id']}/results"))
 Server.create_job = create_job
 
-# %% ../../nbs/15_serve.ipynb #e5028d59
+# %% ../../nbs/15_serve.ipynb #5d8b647a
 STATIC = Path(restore_nb.__file__).parent/'serve'/'static'     # the web page and the dashboard (package data)
 
 def create_app(o: ServeOptions | None = None, **kwargs) -> FastAPI:
@@ -320,7 +332,7 @@ def create_app(o: ServeOptions | None = None, **kwargs) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=[o.cors], allow_methods=['*'], allow_headers=['*'])
     return app
 
-# %% ../../nbs/15_serve.ipynb #18541fc5
+# %% ../../nbs/15_serve.ipynb #ca3d408b
 def _routes(app: FastAPI, s: Server):
     @app.middleware('http')
     async def guard(request: Request, call_next):
@@ -435,7 +447,7 @@ _RESTORE_DOC = {'requestBody': {'content': {
         'image': {'type': 'string', 'format': 'byte'}, 'task': {'type': 'string'}, 'model': {'type': 'string'},
         'options': {'type': 'object'}, 'prompt': {'type': 'string'}, 'template': {'type': 'string'}}}}}}}
 
-# %% ../../nbs/15_serve.ipynb #49b5b2a7
+# %% ../../nbs/15_serve.ipynb #a80944aa
 def serve(o: ServeOptions):
     "Run the app on uvicorn (what `restore-nb serve` does)."
     import uvicorn

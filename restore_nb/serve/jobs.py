@@ -68,7 +68,8 @@ JobStore.mark = mark
 
 def marks(self: JobStore, jid: str) -> dict[int, dict]:
     "The finished images of a job: {index: record}."
-    return {int(p.stem): json.loads(p.read_text()) for p in sorted((self.folder(jid)/'done').glob('*.json'))}
+    done = sorted((self.folder(jid)/'done').glob('[0-9]*.json'))      # not the hidden temporary files of a write
+    return {int(p.stem): json.loads(p.read_text()) for p in done}
 JobStore.marks = marks
 
 # %% ../../nbs/15c_serve.jobs.ipynb #b508ccb5
