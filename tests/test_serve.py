@@ -365,3 +365,14 @@ def test_conditional_diffusion_with_a_template_seed_steps_and_maps(tmp_path):
         again = c.post('/v1/restore', files={'image': png(x)}, data={k: json.dumps(v) if isinstance(v, dict) else v
                                                                       for k, v in body.items()}).json()
         assert again['image'] == r['image']                               # same seed, same output
+
+
+def test_a_monitoring_failure_never_loses_the_restored_image(tmp_path, monkeypatch):
+    from restore_nb.serve import Server
+
+    def broken(self, *a, **kw): raise ModuleNotFoundError("No module named 'pywt'")
+    monkeypatch.setattr(Server, 'observe', broken)
+    with TestClient(create_app(root=str(tmp_path))) as c:
+        r = c.post('/v1/restore', files={'image': A}, data={'task': 'denoise'})
+        assert r.status_code == 200 and r.json()['image'] and 'pywt' in r.json()['monitoring']
+        assert 'restore_nb_errors_total{kind="monitoring"} 1.0' in c.get('/metrics').text

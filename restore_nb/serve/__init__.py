@@ -221,7 +221,10 @@ def restore_one(self: Server, fields: dict, files: dict) -> dict:
     except BaseException:
         shutil.rmtree(d, ignore_errors=True)
         raise
-    mon = self.observe(r, d/f'input{ext}', prompt, data)
+    try: mon = self.observe(r, d/f'input{ext}', prompt, data)
+    except Exception as e:                                 # a restored image is never lost to its monitoring
+        self.metrics.errors.labels(kind='monitoring').inc()
+        mon = dict(monitoring=f"unavailable ({type(e).__name__}: {e})")
     self.prune()
     url = f'/v1/results/{rid}'
     return dict(id=rid, task=r['task'], model=r['model'], seconds=r['seconds'], image=_b64(r['output']),
