@@ -163,7 +163,12 @@ def job_engine(root: str | Path, # the server's folder (holds the jobs and, for 
     root = str(Path(root).resolve())
     Path(root).mkdir(parents=True, exist_ok=True)
     if engine == 'sqlite': h = SqliteHuey('restore_nb', filename=os.path.join(root, 'queue.db'), results=False)
-    elif engine.startswith(('redis://', 'rediss://', 'unix://')): h = RedisHuey('restore_nb', url=engine, results=False)
+    elif engine.startswith(('redis://', 'rediss://', 'unix://')):
+        try: import redis  # noqa: F401  (Huey's Redis storage needs it)
+        except ImportError:
+            raise ValueError(f"--engine {engine}: the Redis engine needs the redis package: pip install "
+                             "'restore_nb[redis]'") from None
+        h = RedisHuey('restore_nb', url=engine, results=False)
     else: raise ValueError(f"--engine: expected 'sqlite' or a Redis URL (redis://HOST:PORT/DB), got {engine!r}")
     task = h.task(name='restore_image')(run_image)
     h.root, h.kind = root, 'sqlite' if engine == 'sqlite' else 'redis'
