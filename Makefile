@@ -17,7 +17,7 @@ help:
 	@echo "make demo       install into $(VENV) (first time) and run 'restore-nb demo' -> $(DEMO_OUT)/"
 	@echo "make test       install into $(VENV) (first time) and run the whole default test suite"
 	@echo "make test-slow  the same, also running notebook cells flagged '#| slow' and slow tests"
-	@echo "make system-deps  Debian packages the tests use: chromium, chromium-driver, redis-server (apt, as root or sudo)"
+	@echo "make system-deps  Debian packages the tests use: chromium, chromium-driver, redis-server, tesseract-ocr (apt, as root or sudo)"
 	@echo "make prepare    nbdev-export + nbdev-clean + README.md from nbs/index.ipynb (before committing)"
 	@echo "make lint       ruff over the package, the notebooks, the tests and the tools (what CI checks)"
 	@echo "make docs-check nbdev-proc-nbs (the docs pre-processing step; rendering needs Quarto)"

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Debian packages the test suite drives: headless Chromium + chromedriver (the web page's browser test) and
-# redis-server (the networked job engine's test). Installed with apt as root or through sudo; elsewhere the
-# tests that need them are skipped with a reason saying so.
+# Debian packages the test suite drives: headless Chromium + chromedriver (the web page's browser test),
+# redis-server (the networked job engine's test) and Tesseract (an independent OCR judge of the domain heads).
+# Installed with apt as root or through sudo; elsewhere the tests that need them are skipped with a reason.
 set -euo pipefail
 need=()
 command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
 command -v redis-server >/dev/null || need+=(redis-server)
+command -v tesseract >/dev/null || need+=(tesseract-ocr tesseract-ocr-eng)
 [ ${#need[@]} -eq 0 ] && exit 0
 if ! command -v apt-get >/dev/null; then echo "system-deps: no apt-get; install ${need[*]} by hand (their tests are skipped)"; exit 0; fi
 SUDO=""
