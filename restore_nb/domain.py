@@ -16,10 +16,13 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
+from .physics import degrade
+
 # %% auto #0
-__all__ = ['FONT_DIR', 'FONTS', 'PLATE_LETTERS', 'PLATE_FORMATS', 'ALPHABET', 'plate_string', 'render_text', 'render_plate',
-           'edit_distance', 'cer', 'Judge', 'TesseractJudge', 'RapidOCRJudge', 'judge_texts', 'DomainHead',
-           'encode_texts', 'TextHead', 'text_loss', 'text_predict', 'JointLoss']
+__all__ = ['FONT_DIR', 'FONTS', 'PLATE_LETTERS', 'PLATE_FORMATS', 'WORDS', 'ALPHABET', 'plate_string', 'render_text',
+           'render_plate', 'random_line', 'TextPairs', 'edit_distance', 'cer', 'Judge', 'TesseractJudge',
+           'RapidOCRJudge', 'judge_texts', 'DomainHead', 'encode_texts', 'TextHead', 'text_loss', 'text_predict',
+           'JointLoss']
 
 # %% ../nbs/16_domain.ipynb #14461ba4
 FONT_DIR = os.path.join(matplotlib.get_data_path(), 'fonts', 'ttf')
@@ -64,7 +67,40 @@ def render_plate(text: str, height: int = 48, seed: int = 0) -> Tensor:
     plate[:, 4:4 + g.shape[-2], 4:4 + g.shape[-1]] = ground[:, None, None] * g     # ink darkens the ground
     return plate
 
-# %% ../nbs/16_domain.ipynb #bab3bb28
+# %% ../nbs/16_domain.ipynb #87642d01
+WORDS = ('road', 'field', 'north', 'south', 'east', 'west', 'farm', 'lane', 'unit', 'gate', 'block', 'parcel', 'river',
+         'bridge', 'station', 'depot', 'sector', 'zone', 'plot', 'yard')
+
+def random_line(rng: np.random.Generator, words: int = 3) -> str:
+    "A line of `words` words and one number, e.g. 'north 12 farm lane'."
+    w = [WORDS[rng.integers(len(WORDS))] for _ in range(words)]
+    w.insert(int(rng.integers(words + 1)), str(rng.integers(1, 100)))
+    return ' '.join(w)
+
+class TextPairs(torch.utils.data.Dataset):
+    "(degraded, clean, text) of rendered plates or text lines, degraded by `physics.degrade`; item i never changes."
+    def __init__(self, n: int, # items
+                 kind: str = 'plate', # 'plate' (RGB plates, the three formats in turn) or 'line' (grey text lines)
+                 seed: int = 0, # the set's seed (train and test sets use different ones)
+                 order: int = 1, # rounds of the physics pipeline (0: none beyond the final resize)
+                 size: tuple[int, int] | None = None, # (height, width) of every image (default: 48×160, lines 40×320)
+                ):
+        if kind not in ('plate', 'line'): raise ValueError(f"kind: expected 'plate' or 'line', got {kind!r}")
+        self.n, self.kind, self.seed, self.order = n, kind, seed, order
+        self.size = size or ((48, 160) if kind == 'plate' else (40, 320))
+    def __len__(self): return self.n
+    def text(self, i: int) -> str:
+        rng = np.random.default_rng([self.seed, i])
+        return plate_string(rng, list(PLATE_FORMATS)[i % 3]) if self.kind == 'plate' else random_line(rng)
+    def __getitem__(self, i: int):
+        t = self.text(i)
+        x = render_plate(t, seed=i) if self.kind == 'plate' else render_text(t, seed=i).expand(3, -1, -1)
+        x = F.interpolate(x[None], size=self.size, mode='bilinear', antialias=True, align_corners=False)[0].clamp(0, 1)
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
+        y, _ = degrade(x, g, order=self.order)
+        return y.clamp(0, 1).float(), x, t
+
+# %% ../nbs/16_domain.ipynb #bef8b863
 def edit_distance(a: str, b: str) -> int:
     "Levenshtein distance: insertions, deletions and substitutions turning `a` into `b`."
     prev = list(range(len(b) + 1))
@@ -78,7 +114,7 @@ def cer(pred: str, ref: str) -> float:
     "Character error rate of `pred` against `ref` (may exceed 1 when `pred` is longer)."
     return edit_distance(pred, ref) / max(1, len(ref))
 
-# %% ../nbs/16_domain.ipynb #13212c86
+# %% ../nbs/16_domain.ipynb #bafd608f
 def _uint8(x: Tensor) -> np.ndarray:
     a = (x.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
     return (a.expand(3, -1, -1) if a.shape[0] == 1 else a).permute(1, 2, 0).numpy()
@@ -105,7 +141,7 @@ class TesseractJudge(Judge):
     def read(self, x: Tensor) -> str:
         return ' '.join(self.engine.image_to_string(Image.fromarray(_uint8(x)), config=self.config).split())
 
-# %% ../nbs/16_domain.ipynb #ae5430cd
+# %% ../nbs/16_domain.ipynb #a341686c
 class RapidOCRJudge(Judge):
     "RapidOCR (ONNX detection + recognition shipped in its wheel); the pieces it finds joined left to right."
     name = 'rapidocr'
@@ -120,7 +156,7 @@ class RapidOCRJudge(Judge):
         found, _ = self.engine(_uint8(x))
         return ' '.join(t for _, t, _ in sorted(found or [], key=lambda r: r[0][0][0]))
 
-# %% ../nbs/16_domain.ipynb #0c6141e0
+# %% ../nbs/16_domain.ipynb #b70a0ae6
 def judge_texts(judge: Judge, images: list[Tensor], texts: list[str], ignore_spaces: bool = True) -> dict:
     "A judge over images with known texts: mean CER, exact-string share and the readings."
     norm = (lambda s: s.replace(' ', '').upper()) if ignore_spaces else (lambda s: s)
@@ -129,7 +165,7 @@ def judge_texts(judge: Judge, images: list[Tensor], texts: list[str], ignore_spa
     return dict(judge=judge.name, n=len(texts), cer=float(np.mean(errs)), exact=float(np.mean([e == 0 for e in errs])),
                 reads=reads)
 
-# %% ../nbs/16_domain.ipynb #3acd2d02
+# %% ../nbs/16_domain.ipynb #298856aa
 ALPHABET = string.digits + string.ascii_uppercase + string.ascii_lowercase + ' -.,'
 
 class DomainHead(nn.Module):
@@ -145,7 +181,7 @@ def encode_texts(texts: list[str], alphabet: str = ALPHABET) -> tuple[Tensor, Te
     return (torch.tensor([alphabet.index(c) + 1 for t in texts for c in t], dtype=torch.long),
             torch.tensor([len(t) for t in texts], dtype=torch.long))
 
-# %% ../nbs/16_domain.ipynb #18bfff5f
+# %% ../nbs/16_domain.ipynb #607a5368
 class TextHead(DomainHead):
     "CRNN + CTC text recogniser for one line of text; inputs are resized to `height` px, any width."
     name = 'text'
@@ -165,7 +201,7 @@ class TextHead(DomainHead):
         f = self.cnn(x).mean(2).transpose(1, 2)                          # (B, T, C): one feature per column
         return self.out(self.rnn(f)[0]).log_softmax(-1).transpose(0, 1)
 
-# %% ../nbs/16_domain.ipynb #97cf12fc
+# %% ../nbs/16_domain.ipynb #b3dd3fde
 def text_loss(self: TextHead, x: Tensor, texts: list[str]) -> Tensor:
     "CTC loss of the texts read from `x`."
     lp = self(x)
@@ -181,7 +217,7 @@ def text_predict(self: TextHead, x: Tensor) -> list[str]:
             for row in best]
 TextHead.predict = text_predict
 
-# %% ../nbs/16_domain.ipynb #f32ffcca
+# %% ../nbs/16_domain.ipynb #e69bec7b
 class JointLoss(nn.Module):
     "L_restore(x̂, x) + Σ λ_d L_d(head_d(x̂), y_d); heads frozen unless `freeze=False`."
     def __init__(self, restore_loss: nn.Module, heads: dict[str, tuple[DomainHead, float]], freeze: bool = True):
