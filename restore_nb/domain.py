@@ -21,8 +21,8 @@ from .physics import degrade
 # %% auto #0
 __all__ = ['FONT_DIR', 'FONTS', 'PLATE_LETTERS', 'PLATE_FORMATS', 'WORDS', 'ALPHABET', 'plate_string', 'render_text',
            'render_plate', 'random_line', 'TextPairs', 'edit_distance', 'cer', 'Judge', 'TesseractJudge',
-           'RapidOCRJudge', 'judge_texts', 'DomainHead', 'encode_texts', 'TextHead', 'text_loss', 'text_predict',
-           'JointLoss']
+           'RapidOCRJudge', 'judge_texts', 'align', 'unsupported_changes', 'DomainHead', 'encode_texts', 'TextHead',
+           'text_loss', 'text_predict', 'JointLoss']
 
 # %% ../nbs/16_domain.ipynb #14461ba4
 FONT_DIR = os.path.join(matplotlib.get_data_path(), 'fonts', 'ttf')
@@ -165,7 +165,31 @@ def judge_texts(judge: Judge, images: list[Tensor], texts: list[str], ignore_spa
     return dict(judge=judge.name, n=len(texts), cer=float(np.mean(errs)), exact=float(np.mean([e == 0 for e in errs])),
                 reads=reads)
 
-# %% ../nbs/16_domain.ipynb #298856aa
+# %% ../nbs/16_domain.ipynb #dff1ed72
+def align(a: str, b: str) -> list[tuple[int | None, int | None]]:
+    "An optimal edit alignment of `a` to `b`: pairs (i, j), with None for an insertion or deletion."
+    n, m = len(a), len(b)
+    d = [[i + j if i * j == 0 else 0 for j in range(m + 1)] for i in range(n + 1)]
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] != b[j - 1]))
+    out, i, j = [], n, m
+    while i or j:                                                       # walk back along one optimal path
+        if i and j and d[i][j] == d[i - 1][j - 1] + (a[i - 1] != b[j - 1]): step = (i - 1, j - 1)
+        elif i and d[i][j] == d[i - 1][j] + 1: step = (i - 1, None)
+        else: step = (None, j - 1)
+        out.append(step)
+        i, j = i - (step[0] is not None), j - (step[1] is not None)
+    return out[::-1]
+
+def unsupported_changes(restored: str, degraded: str, truth: str) -> tuple[int, int]:
+    "(characters of the restored reading that are wrong and not read so in the degraded input, characters read)."
+    to_truth, to_input = dict(align(restored, truth)), dict(align(restored, degraded))
+    bad = [i for i, j in to_truth.items() if i is not None and (j is None or restored[i] != truth[j])]
+    created = [i for i in bad if to_input.get(i) is None or degraded[to_input[i]] != restored[i]]
+    return len(created), len(restored)
+
+# %% ../nbs/16_domain.ipynb #f889cbf8
 ALPHABET = string.digits + string.ascii_uppercase + string.ascii_lowercase + ' -.,'
 
 class DomainHead(nn.Module):
@@ -181,7 +205,7 @@ def encode_texts(texts: list[str], alphabet: str = ALPHABET) -> tuple[Tensor, Te
     return (torch.tensor([alphabet.index(c) + 1 for t in texts for c in t], dtype=torch.long),
             torch.tensor([len(t) for t in texts], dtype=torch.long))
 
-# %% ../nbs/16_domain.ipynb #607a5368
+# %% ../nbs/16_domain.ipynb #16e52f7a
 class TextHead(DomainHead):
     "CRNN + CTC text recogniser for one line of text; inputs are resized to `height` px, any width."
     name = 'text'
@@ -201,7 +225,7 @@ class TextHead(DomainHead):
         f = self.cnn(x).mean(2).transpose(1, 2)                          # (B, T, C): one feature per column
         return self.out(self.rnn(f)[0]).log_softmax(-1).transpose(0, 1)
 
-# %% ../nbs/16_domain.ipynb #b3dd3fde
+# %% ../nbs/16_domain.ipynb #6cb3e614
 def text_loss(self: TextHead, x: Tensor, texts: list[str]) -> Tensor:
     "CTC loss of the texts read from `x`."
     lp = self(x)
@@ -217,7 +241,7 @@ def text_predict(self: TextHead, x: Tensor) -> list[str]:
             for row in best]
 TextHead.predict = text_predict
 
-# %% ../nbs/16_domain.ipynb #e69bec7b
+# %% ../nbs/16_domain.ipynb #27667e94
 class JointLoss(nn.Module):
     "L_restore(x̂, x) + Σ λ_d L_d(head_d(x̂), y_d); heads frozen unless `freeze=False`."
     def __init__(self, restore_loss: nn.Module, heads: dict[str, tuple[DomainHead, float]], freeze: bool = True):
