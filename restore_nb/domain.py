@@ -1,4 +1,4 @@
-"""Rendered plates and text lines with exact labels, independent OCR judges (Tesseract, RapidOCR), a text-recognition head and the joint loss that constrains a restorer with it.
+"""Rendered plates, text lines and field tiles with exact labels, independent judges (Tesseract, RapidOCR, a random forest), the heads and the joint loss that constrains a restorer with them.
 
 Docs: https://restore-nb.github.io/restore_nb/domain.html.md"""
 
@@ -19,10 +19,12 @@ from torch import Tensor
 from .physics import degrade
 
 # %% auto #0
-__all__ = ['FONT_DIR', 'FONTS', 'PLATE_LETTERS', 'PLATE_FORMATS', 'WORDS', 'ALPHABET', 'plate_string', 'render_text',
-           'render_plate', 'random_line', 'TextPairs', 'edit_distance', 'cer', 'Judge', 'TesseractJudge',
-           'RapidOCRJudge', 'judge_texts', 'align', 'unsupported_changes', 'DomainHead', 'encode_texts', 'TextHead',
-           'text_loss', 'text_predict', 'JointLoss']
+__all__ = ['FONT_DIR', 'FONTS', 'PLATE_LETTERS', 'PLATE_FORMATS', 'WORDS', 'ALPHABET', 'FIELD_CLASSES', 'FACE_POINTS',
+           'plate_string', 'render_text', 'render_plate', 'random_line', 'TextPairs', 'edit_distance', 'cer', 'Judge',
+           'TesseractJudge', 'RapidOCRJudge', 'judge_texts', 'align', 'unsupported_changes', 'DomainHead',
+           'encode_texts', 'text_codes', 'TextHead', 'text_loss', 'text_predict', 'JointLoss', 'field_scene',
+           'FieldPairs', 'SegHead', 'FieldJudge', 'confusion', 'miou', 'parcel_labels', 'bootstrap_ci', 'render_face',
+           'nme', 'LandmarkHead']
 
 # %% ../nbs/16_domain.ipynb #14461ba4
 FONT_DIR = os.path.join(matplotlib.get_data_path(), 'fonts', 'ttf')
@@ -143,9 +145,10 @@ class TesseractJudge(Judge):
 
 # %% ../nbs/16_domain.ipynb #a341686c
 class RapidOCRJudge(Judge):
-    "RapidOCR (ONNX detection + recognition shipped in its wheel); the pieces it finds joined left to right."
+    "RapidOCR (ONNX models shipped in its wheel): recognition of the one line, or detection first with `detect=True`."
     name = 'rapidocr'
-    def __init__(self):
+    def __init__(self, detect: bool = False):
+        self.detect = detect
         try:
             from rapidocr_onnxruntime import RapidOCR
             self.engine = RapidOCR()
@@ -153,7 +156,8 @@ class RapidOCRJudge(Judge):
             self.reason = (f"unavailable: rapidocr_onnxruntime not importable ({type(e).__name__}); pip install "
                            "rapidocr_onnxruntime")
     def read(self, x: Tensor) -> str:
-        found, _ = self.engine(_uint8(x))
+        found, _ = self.engine(_uint8(x), use_det=self.detect, use_cls=self.detect)
+        if not self.detect: return ' '.join(r[0] for r in found or [])
         return ' '.join(t for _, t, _ in sorted(found or [], key=lambda r: r[0][0][0]))
 
 # %% ../nbs/16_domain.ipynb #b70a0ae6
@@ -205,6 +209,12 @@ def encode_texts(texts: list[str], alphabet: str = ALPHABET) -> tuple[Tensor, Te
     return (torch.tensor([alphabet.index(c) + 1 for t in texts for c in t], dtype=torch.long),
             torch.tensor([len(t) for t in texts], dtype=torch.long))
 
+def text_codes(text: str, length: int = 32, alphabet: str = ALPHABET) -> Tensor:
+    "One string as 0-padded `(length,)` codes: a text target that batches like any tensor."
+    codes, _ = encode_texts([text], alphabet)
+    if len(codes) > length: raise ValueError(f"text: {text!r} is longer than {length} characters")
+    return F.pad(codes, (0, length - len(codes)))
+
 # %% ../nbs/16_domain.ipynb #16e52f7a
 class TextHead(DomainHead):
     "CRNN + CTC text recogniser for one line of text; inputs are resized to `height` px, any width."
@@ -226,11 +236,12 @@ class TextHead(DomainHead):
         return self.out(self.rnn(f)[0]).log_softmax(-1).transpose(0, 1)
 
 # %% ../nbs/16_domain.ipynb #6cb3e614
-def text_loss(self: TextHead, x: Tensor, texts: list[str]) -> Tensor:
-    "CTC loss of the texts read from `x`."
+def text_loss(self: TextHead, x: Tensor, texts: list[str] | Tensor) -> Tensor:
+    "CTC loss of the texts read from `x`; `texts` as strings or as 0-padded codes `(B, L)` (see `text_codes`)."
     lp = self(x)
-    tgt, lens = encode_texts(texts, self.alphabet)
-    return F.ctc_loss(lp, tgt.to(lp.device), torch.full((len(texts),), lp.shape[0], dtype=torch.long), lens,
+    if isinstance(texts, Tensor): tgt, lens = texts[texts > 0], (texts > 0).sum(1).cpu()
+    else: tgt, lens = encode_texts(texts, self.alphabet)
+    return F.ctc_loss(lp, tgt.to(lp.device), torch.full((len(lens),), lp.shape[0], dtype=torch.long), lens,
                       zero_infinity=True)
 TextHead.loss = text_loss
 
@@ -254,7 +265,203 @@ class JointLoss(nn.Module):
             if freeze: h.eval()
         self.parts = {}
     def forward(self, x_hat: Tensor, x: Tensor, targets: dict) -> Tensor:
+        "The joint loss of a batch; a head whose key is not in `targets` (another domain's batch) is skipped."
         parts = {'restore': self.restore_loss(x_hat, x)}
-        for k, h in self.heads.items(): parts[k] = h.loss(x_hat, targets[k])
+        for k, h in self.heads.items():
+            if k in targets: parts[k] = h.loss(x_hat, targets[k])
         self.parts = {k: float(v.detach()) for k, v in parts.items()}
-        return parts['restore'] + sum(self.weights[k] * parts[k] for k in self.heads)
+        return parts['restore'] + sum(self.weights[k] * v for k, v in parts.items() if k != 'restore')
+
+# %% ../nbs/16_domain.ipynb #8999f404
+FIELD_CLASSES = ('field', 'crop', 'road', 'other')
+
+def _smooth(rng: np.random.Generator, size: tuple[int, int], scale: int) -> np.ndarray:
+    "Low-frequency noise in [0, 1]: a coarse random grid, bilinearly upsampled."
+    H, W = size
+    g = torch.from_numpy(rng.random((1, 1, H // scale + 2, W // scale + 2), dtype=np.float32))
+    s = F.interpolate(g, size=(H + 2 * scale, W + 2 * scale), mode='bilinear', align_corners=False)[0, 0]
+    return s[scale:scale + H, scale:scale + W].numpy()
+
+def _parcels(rng: np.random.Generator, size: tuple[int, int], parcels: int, change: float):
+    "Parcel ids (Voronoi cells), each parcel's class at the two dates, and the road mask."
+    H, W = size
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    centres = rng.uniform(0, 1, (parcels, 2)) * (H, W)
+    pid = np.argmin((yy[..., None] - centres[:, 0]) ** 2 + (xx[..., None] - centres[:, 1]) ** 2, -1)
+    cls0 = rng.choice([0, 1, 3], parcels, p=[0.4, 0.45, 0.15])
+    changed = (cls0 != 3) & (rng.random(parcels) < change)
+    cls1 = np.where(changed, 1 - np.minimum(cls0, 1), cls0)                 # field ↔ crop
+    road = np.zeros((H, W), bool)
+    for _ in range(rng.integers(1, 3)):                                      # straight roads, 2–3 px wide
+        a, c = rng.uniform(0, np.pi), rng.uniform(0.2, 0.8, 2) * (H, W)
+        road |= np.abs((yy - c[0]) * np.cos(a) - (xx - c[1]) * np.sin(a)) < rng.uniform(1.0, 1.6)
+    return pid, (cls0, cls1), changed, road
+
+# %% ../nbs/16_domain.ipynb #bd909597
+def field_scene(seed: int, # the scene (parcels, roads, textures, change)
+                size: tuple[int, int] = (64, 64), # (height, width) in px
+                parcels: int = 8, # parcel count (Voronoi cells)
+                change: float = 0.3, # probability that a field or crop parcel swaps class by date 2
+               ) -> dict:
+    "Two dates of one tile: `images (2,3,H,W)`, `labels (2,H,W)`, `parcels (H,W)` ids, `changed` per parcel."
+    rng = np.random.default_rng(seed)
+    H, W = size
+    pid, classes, changed, road = _parcels(rng, size, parcels, change)
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    angles, periods = rng.uniform(0, np.pi, parcels)[pid], rng.uniform(3, 6, parcels)[pid]
+    tint = rng.uniform(0.8, 1.2, (parcels, 3))[pid]                         # each parcel's own shade
+    rows = 0.5 + 0.5 * np.sin(2 * np.pi * (xx * np.cos(angles) + yy * np.sin(angles)) / periods)
+    images, labels = [], []
+    for date, cls in enumerate(classes):
+        c = cls[pid]
+        season = np.array([[0.35, 0.45, 0.2], [0.5, 0.42, 0.25]][date])     # green, then ripening
+        tex = np.where(c == 1, 0.55 + 0.45 * rows, 0.85 + 0.15 * _smooth(rng, size, 8))[..., None]
+        col = np.where((c == 3)[..., None], np.array([0.3, 0.3, 0.38]) * (0.8 + 0.4 * rng.random((H, W, 1))),
+                       season * tint * tex)
+        col = np.where(road[..., None], np.array([0.7, 0.68, 0.65]), col)
+        shadow = 1 - 0.45 * (_smooth(rng, size, 16) > 0.7)[..., None] * rng.random()
+        images.append(torch.from_numpy((col * shadow).clip(0, 1).astype(np.float32)).permute(2, 0, 1))
+        labels.append(torch.from_numpy(np.where(road, 2, c).astype(np.int64)))
+    return dict(images=torch.stack(images), labels=torch.stack(labels), parcels=torch.from_numpy(pid),
+                changed=torch.from_numpy(changed))
+
+# %% ../nbs/16_domain.ipynb #7943f22a
+class FieldPairs(torch.utils.data.Dataset):
+    "(degraded, clean, labels) of single-date field tiles, degraded by `physics.degrade`; item i never changes."
+    def __init__(self, n: int, seed: int = 0, order: int = 1, size: tuple[int, int] = (64, 64)):
+        self.n, self.seed, self.order, self.size = n, seed, order, size
+    def __len__(self): return self.n
+    def scene(self, s: int) -> dict: return field_scene(self.seed * 1_000_003 + s, self.size)
+    def degrade(self, x: Tensor, i: int) -> Tensor:
+        "Item i's degraded copy of the clean tile `x`."
+        y, _ = degrade(x, torch.Generator().manual_seed(self.seed * 1_000_003 + i), order=self.order)
+        return y.clamp(0, 1).float()
+    def __getitem__(self, i: int):
+        sc = self.scene(i // 2)
+        return self.degrade(sc['images'][i % 2], i), sc['images'][i % 2], sc['labels'][i % 2]
+
+# %% ../nbs/16_domain.ipynb #84825a2f
+class SegHead(DomainHead):
+    "A small dilated fully convolutional segmenter: per-pixel logits of FIELD_CLASSES."
+    name = 'field'
+    def __init__(self, channels: int = 3, width: int = 32, classes: int = len(FIELD_CLASSES)):
+        super().__init__()
+        layers, c = [], channels
+        for d in (1, 2, 4, 8, 1):
+            layers += [nn.Conv2d(c, width, 3, padding=d, dilation=d), nn.BatchNorm2d(width), nn.ReLU()]
+            c = width
+        self.net = nn.Sequential(*layers, nn.Conv2d(width, classes, 1))
+    def forward(self, x: Tensor) -> Tensor: return self.net(x)
+    def loss(self, x: Tensor, labels: Tensor) -> Tensor:
+        "Cross-entropy per pixel (label -1: ignored)."
+        return F.cross_entropy(self(x), labels.long(), ignore_index=-1)
+    def predict(self, x: Tensor) -> Tensor: return self(x).argmax(1)
+
+# %% ../nbs/16_domain.ipynb #8db5bd16
+def _features(x: Tensor) -> np.ndarray:
+    "Per-pixel features `(H·W, 17)`: colour, local mean and spread, structure-tensor and Laplacian energy."
+    from scipy import ndimage
+    a = x.detach().float().cpu().numpy()
+    g = a.mean(0)
+    gy, gx = ndimage.sobel(g, 0), ndimage.sobel(g, 1)
+    f = [*a]
+    for s in (3, 7):
+        m = ndimage.uniform_filter(g, s)
+        f += [m, np.sqrt(np.maximum(ndimage.uniform_filter(g * g, s) - m * m, 0))]
+        f += [ndimage.uniform_filter(v, s) for v in (gx * gx, gy * gy, gx * gy)]
+    lap = np.abs(ndimage.laplace(g))
+    f += [lap, ndimage.uniform_filter(lap, 5)]
+    return np.stack(f, -1).reshape(-1, len(f))
+
+class FieldJudge:
+    "A random forest on pixel features, fitted on clean tiles: a segmenter of another family than the heads."
+    name, reason = 'forest', None
+    def __init__(self, tiles: int = 30, seed: int = 7, trees: int = 40, per_tile: int = 1000):
+        try: from sklearn.ensemble import RandomForestClassifier
+        except ImportError:
+            raise ImportError("FieldJudge needs scikit-learn: pip install scikit-learn "
+                              "(or restore_nb[domain])") from None
+        rng, X, Y = np.random.default_rng(seed), [], []
+        for s in range(tiles):
+            sc = field_scene(10_000_000 + seed * 10_000 + s)
+            for d in range(2):
+                f, lab = _features(sc['images'][d]), sc['labels'][d].reshape(-1).numpy()
+                k = rng.choice(len(lab), per_tile, replace=False)
+                X.append(f[k])
+                Y.append(lab[k])
+        self.forest = RandomForestClassifier(trees, min_samples_leaf=3, n_jobs=1, random_state=seed)
+        self.forest.fit(np.concatenate(X), np.concatenate(Y))
+    def available(self) -> bool: return True
+    def segment(self, x: Tensor) -> Tensor:
+        "The label map `(H,W)` of one image `(3,H,W)`."
+        return torch.from_numpy(self.forest.predict(_features(x)).reshape(x.shape[-2:]))
+
+# %% ../nbs/16_domain.ipynb #cc83ea24
+def confusion(pred: Tensor, truth: Tensor, classes: int = len(FIELD_CLASSES)) -> np.ndarray:
+    "The `classes × classes` confusion counts (rows: truth)."
+    return np.bincount(truth.reshape(-1).numpy() * classes + pred.reshape(-1).numpy(),
+                       minlength=classes * classes).reshape(classes, classes)
+
+def miou(conf: np.ndarray) -> float:
+    "Mean intersection over union of the classes present in the truth or the prediction."
+    inter, union = np.diag(conf), conf.sum(0) + conf.sum(1) - np.diag(conf)
+    return float(np.mean(inter[union > 0] / union[union > 0]))
+
+def parcel_labels(seg: Tensor, parcels: Tensor, truth: Tensor) -> np.ndarray:
+    "Each parcel's majority label in `seg` over its pixels that are not road in `truth` (-1: no such pixel)."
+    out = np.full(int(parcels.max()) + 1, -1)
+    for p in range(len(out)):
+        m = (parcels == p) & (truth != 2)
+        if m.any(): out[p] = int(torch.bincount(seg[m], minlength=len(FIELD_CLASSES)).argmax())
+    return out
+
+# %% ../nbs/16_domain.ipynb #5fb7bff9
+def bootstrap_ci(items: np.ndarray, # per-item values `(N, K)`, paired methods side by side
+                 stat=np.mean, # statistic of the resampled items' mean along axis 0
+                 n: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    "The percentile bootstrap interval of `stat(mean of items drawn with replacement)`."
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(items), (n, len(items)))
+    vals = np.array([stat(items[i].mean(0)) for i in idx])
+    return tuple(float(v) for v in np.quantile(vals, [(1 - level) / 2, (1 + level) / 2]))
+
+# %% ../nbs/16_domain.ipynb #af481cd8
+FACE_POINTS = ('left eye', 'right eye', 'nose', 'left mouth', 'right mouth')
+
+def render_face(seed: int, size: int = 64) -> tuple[Tensor, Tensor]:
+    "A drawn face `(3,S,S)` and its `FACE_POINTS` `(5, 2)` as (x, y) in px, placed and scaled by `seed`."
+    rng = np.random.default_rng(seed)
+    c, s = rng.uniform(0.4, 0.6, 2) * size, rng.uniform(0.28, 0.36) * size
+    pts = c + s * np.array([[-0.4, -0.2], [0.4, -0.2], [0.0, 0.15], [-0.3, 0.5], [0.3, 0.5]])
+    im = Image.new('RGB', (size, size), tuple(int(v) for v in rng.integers(40, 200, 3)))
+    d = ImageDraw.Draw(im)
+    d.ellipse([c[0] - 0.75 * s, c[1] - s, c[0] + 0.75 * s, c[1] + s], fill=(224, 172, 140))
+    for x, y in pts[:2]: d.ellipse([x - 0.1 * s, y - 0.07 * s, x + 0.1 * s, y + 0.07 * s], fill=(40, 30, 30))
+    d.polygon([(pts[2][0], pts[2][1] - 0.2 * s), (pts[2][0] - 0.08 * s, pts[2][1]), (pts[2][0] + 0.08 * s, pts[2][1])],
+              fill=(180, 120, 100))
+    d.line([tuple(pts[3]), tuple(pts[4])], fill=(150, 50, 60), width=max(1, int(0.06 * s)))
+    img = torch.from_numpy(np.array(im, dtype=np.float32) / 255).permute(2, 0, 1)
+    return img, torch.tensor(pts, dtype=torch.float32)
+
+def nme(pred: Tensor, truth: Tensor) -> Tensor:
+    "Normalised mean error per face: mean point distance over the inter-ocular distance (points 0 and 1)."
+    return (pred - truth).norm(dim=-1).mean(-1) / (truth[..., 0, :] - truth[..., 1, :]).norm(dim=-1)
+
+# %% ../nbs/16_domain.ipynb #3c39485e
+class LandmarkHead(DomainHead):
+    "Landmark heatmaps read by a soft-argmax: `forward` gives points `(B, K, 2)` as (x, y) in px."
+    name = 'face'
+    def __init__(self, points: int = len(FACE_POINTS), width: int = 32):
+        super().__init__()
+        layers, c = [], 3
+        for d in (1, 2, 4, 8, 1):
+            layers += [nn.Conv2d(c, width, 3, padding=d, dilation=d), nn.BatchNorm2d(width), nn.ReLU()]
+            c = width
+        self.net = nn.Sequential(*layers, nn.Conv2d(width, points, 1))
+    def forward(self, x: Tensor) -> Tensor:
+        B, _, H, W = x.shape
+        p = self.net(x).flatten(2).softmax(-1).view(B, -1, H, W)
+        xs, ys = torch.arange(W, device=x.device, dtype=x.dtype), torch.arange(H, device=x.device, dtype=x.dtype)
+        return torch.stack([(p.sum(2) * xs).sum(-1), (p.sum(3) * ys).sum(-1)], -1)
+    def loss(self, x: Tensor, points: Tensor) -> Tensor: return F.smooth_l1_loss(self(x), points)
+    def predict(self, x: Tensor) -> Tensor: return self(x)

@@ -137,5 +137,5 @@ def test_benchmarks_live_in_bench_and_the_cli_names_no_task():
     assert not outside, f"bench_* functions outside restore_nb/bench/: {outside}"
     from restore_nb.tasks import TASKS
     cli = (ROOT / 'restore_nb' / 'cli.py').read_text()
-    assert sorted(TASKS) == sorted(['deblur', 'demosaic', 'denoise', 'sr', 'anomaly', 'vae', 'diffusion'])
+    assert sorted(TASKS) == sorted(['deblur', 'demosaic', 'denoise', 'sr', 'anomaly', 'vae', 'diffusion', 'domain'])
     assert not [t for t in TASKS if re.search(rf"['\"]{t}['\"]", cli)], 'cli.py names a task'
