@@ -55,7 +55,7 @@ def test_bad_arguments_are_one_clear_line(tmp_path, capsys):
     from restore_nb.models import UNet
     save_model(UNet(width=4), tmp_path / 'ck')
     bad('restore', tmp_path / 'bad.png', '--ckpt', tmp_path / 'ck', '--out', tmp_path / 'o',
-        expect='serves 2 tasks; give --task')
+        expect='serves 3 tasks; give --task')
     bad('restore', tmp_path / 'bad.png', '--ckpt', tmp_path / 'ck', '--task', 'deblur', '--out', tmp_path / 'o',
         expect='Cannot read image')
     bad('restore', tmp_path / 'bad.png', '--ckpt', tmp_path / 'nothing', expect='checkpoint not found')
