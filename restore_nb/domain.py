@@ -21,10 +21,10 @@ from .physics import degrade
 # %% auto #0
 __all__ = ['FONT_DIR', 'FONTS', 'PLATE_LETTERS', 'PLATE_FORMATS', 'WORDS', 'ALPHABET', 'FIELD_CLASSES', 'FACE_POINTS',
            'plate_string', 'render_text', 'render_plate', 'random_line', 'TextPairs', 'edit_distance', 'cer', 'Judge',
-           'TesseractJudge', 'RapidOCRJudge', 'judge_texts', 'align', 'unsupported_changes', 'DomainHead',
-           'encode_texts', 'text_codes', 'TextHead', 'text_loss', 'text_predict', 'JointLoss', 'field_scene',
-           'FieldPairs', 'SegHead', 'FieldJudge', 'confusion', 'miou', 'parcel_labels', 'bootstrap_ci', 'render_face',
-           'nme', 'LandmarkHead']
+           'TesseractJudge', 'RapidOCRJudge', 'normalise_reading', 'judge_texts', 'align', 'unsupported_changes',
+           'DomainHead', 'encode_texts', 'text_codes', 'TextHead', 'text_loss', 'text_predict', 'JointLoss',
+           'field_scene', 'FieldPairs', 'SegHead', 'FieldJudge', 'confusion', 'miou', 'parcel_labels', 'bootstrap_ci',
+           'render_face', 'nme', 'LandmarkHead']
 
 # %% ../nbs/16_domain.ipynb #14461ba4
 FONT_DIR = os.path.join(matplotlib.get_data_path(), 'fonts', 'ttf')
@@ -160,10 +160,14 @@ class RapidOCRJudge(Judge):
         if not self.detect: return ' '.join(r[0] for r in found or [])
         return ' '.join(t for _, t, _ in sorted(found or [], key=lambda r: r[0][0][0]))
 
-# %% ../nbs/16_domain.ipynb #b70a0ae6
+# %% ../nbs/16_domain.ipynb #9dda178d
+def normalise_reading(s: str) -> str:
+    "A reading as the judges are scored on it: spaces removed, upper case."
+    return s.replace(' ', '').upper()
+
 def judge_texts(judge: Judge, images: list[Tensor], texts: list[str], ignore_spaces: bool = True) -> dict:
     "A judge over images with known texts: mean CER, exact-string share and the readings."
-    norm = (lambda s: s.replace(' ', '').upper()) if ignore_spaces else (lambda s: s)
+    norm = normalise_reading if ignore_spaces else (lambda s: s)
     reads = [judge.read(x) for x in images]
     errs = [cer(norm(r), norm(t)) for r, t in zip(reads, texts)]
     return dict(judge=judge.name, n=len(texts), cer=float(np.mean(errs)), exact=float(np.mean([e == 0 for e in errs])),

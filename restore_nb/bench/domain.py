@@ -16,12 +16,13 @@ from . import Bench, BenchOptions, register_bench, trained_run
 from ..domain import FieldJudge, RapidOCRJudge, TesseractJudge
 from ..evaluate import Result
 from ..tasks import TASKS, check_flag
-from ..tasks.domain import DOMAINS, _norm, domain_set, evaluate_fields, evaluate_text, paired_difference
-from ..tasks.domain import summarise
+from ..domain import normalise_reading
+from ..tasks.domain import DOMAINS, domain_set, evaluate_fields, evaluate_text, item_matrix
+from ..tasks.domain import paired_difference, summarise
 
 # %% auto #0
-__all__ = ['TEXT_METRICS', 'FIELD_METRICS', 'DomainBenchOptions', 'domain_runs', 'bench_domain', 'compare_runs',
-           'rows_metric_keys', 'domain_tables', 'domain_figures', 'DomainBench']
+__all__ = ['TEXT_METRICS', 'FIELD_METRICS', 'DomainBenchOptions', 'domain_runs', 'bench_domain', 'compare_runs', 'domain_tables',
+           'domain_figures', 'DomainBench']
 
 # %% ../../nbs/benchmarks/domain.ipynb #95d16439
 @dataclass
@@ -95,7 +96,8 @@ def compare_runs(rows: list[dict], o: DomainBenchOptions) -> list[dict]:
     "Paired differences with bootstrap 95 % intervals: each constrained run against its domain's baseline, and unified."
     have, out = {(r['method'], r['domain']) for r in rows}, []
     for d in DOMAINS:
-        ms = FIELD_METRICS if d == 'field' else [m for m in TEXT_METRICS if m in rows_metric_keys(rows, d)]
+        named = item_matrix([next(r for r in rows if r['domain'] == d)], d)[1]    # one judge may be missing
+        ms = [m for m in (FIELD_METRICS if d == 'field' else TEXT_METRICS) if m in named]
         base = f'{d}: restore only'
         for name in sorted({m for m, dd in have if dd == d}):
             if name in ('degraded input', base): continue
@@ -104,11 +106,6 @@ def compare_runs(rows: list[dict], o: DomainBenchOptions) -> list[dict]:
         if (uni, d) in have and (own, d) in have:
             out += [paired_difference(rows, uni, own, d, m, seed=o.seed) for m in ms]
     return out
-
-def rows_metric_keys(rows, d) -> set:
-    "The metric names the rows of a text domain carry (one judge may be missing)."
-    r = next(r for r in rows if r['domain'] == d)
-    return {k.replace('_', ' ') for k in r} | {'psnr'}
 
 # %% ../../nbs/benchmarks/domain.ipynb #1e07d920
 def _order(m: str) -> tuple: return ('degraded' not in m, 'restore only' not in m, m.startswith('unified'))
@@ -163,7 +160,7 @@ def domain_figures(models: dict, o: DomainBenchOptions, judge, field_judge, n: i
                 else:
                     read = judge.read(img) if judge.available() else ''
                     ax[r, j].set_title(f'{name}: "{read}"', fontsize=9,
-                                       color='green' if _norm(read) == _norm(t) else 'red')
+                                       color='green' if normalise_reading(read) == normalise_reading(t) else 'red')
         for a in ax.flat: a.axis('off')
         fig.tight_layout()
         figs[d] = fig

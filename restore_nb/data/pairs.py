@@ -202,13 +202,14 @@ def make_dataloaders(train_ds, valid_ds, # datasets with `set_epoch` (on-the-fly
                      num_workers: int = 0, # worker processes per loader
                      device=None, # batch device (default: `default_device()`)
                      n_inp: int = 1, # how many leading tensors of an item are model inputs
+                     shuffle: bool = True, # shuffle the training items (False: the dataset orders them)
                     ) -> DataLoaders:
-    "fastai `DataLoaders` (shuffled training loader, fixed validation loader; pinned memory on GPU)."
+    "fastai `DataLoaders` (training loader shuffled unless `shuffle=False`, fixed validation; pinned on GPU)."
     if bs < 1: raise ValueError(f"bs: the batch size must be at least 1, got {bs}")
     device = device or default_device()
     kw = dict(bs=bs, num_workers=num_workers, pin_memory=torch.device(device).type == 'cuda', device=device,
               persistent_workers=num_workers > 0)
-    dls = DataLoaders(DataLoader(train_ds, shuffle=True, drop_last=len(train_ds) >= bs, **kw),
+    dls = DataLoaders(DataLoader(train_ds, shuffle=shuffle, drop_last=len(train_ds) >= bs, **kw),
                       DataLoader(valid_ds, shuffle=False, **kw), device=device)
     dls.n_inp = n_inp
     return dls

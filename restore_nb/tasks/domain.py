@@ -7,7 +7,6 @@ Docs: https://restore-nb.github.io/restore_nb/tasks.domain.html.md"""
 # %% ../../nbs/16a_tasks.domain.ipynb #a8523f31
 from __future__ import annotations
 from dataclasses import dataclass
-import json
 from pathlib import Path
 from typing import Literal
 
@@ -16,17 +15,19 @@ import torch
 from torch import Tensor
 
 from ..core import atomic_path, default_device, persist_dir
+from ..data import make_dataloaders
 from ..domain import FIELD_CLASSES, DomainHead, FieldJudge, FieldPairs, JointLoss, RapidOCRJudge, SegHead
 from ..domain import TesseractJudge, TextHead, TextPairs, bootstrap_ci, cer, confusion, miou, parcel_labels
-from ..domain import text_codes, unsupported_changes
+from ..domain import normalise_reading, text_codes, unsupported_changes
 from ..evaluate import Result
 from ..losses import L1Loss, psnr_metric, ssim_metric
 from ..metrics import psnr, ssim
 from ..models import SWIN_CONFIGS, SwinUNet, SwinUNetConfig, UNet, UNetConfig
 from . import EvalOptions, RestoreOptions, RunOptions, Task, check_flag, is_int, is_num, register_task
+from . import _run_record
 from .denoise import image_metric
 from ..train import task_learner
-from fastai.data.core import DataLoader, DataLoaders    # after restore_nb.core, which quiets a torch warning
+from fastai.data.core import DataLoaders    # after restore_nb.core, which quiets a torch warning
 
 # %% auto #0
 __all__ = ['DOMAINS', 'HEADS', 'domain_set', 'DomainBatches', 'domain_dataloaders', 'train_head', 'pretrained_heads',
@@ -58,13 +59,9 @@ class DomainBatches(torch.utils.data.Dataset):
 def domain_dataloaders(domains, n_train: int = 512, n_valid: int = 48, bs: int = 8, seed: int = 0,
                        num_workers: int = 0, device=None) -> DataLoaders:
     "fastai DataLoaders of `DomainBatches`, in order (the grouping by domain is the batching)."
-    device = device or default_device()
     n_train, n_valid = max(bs, n_train // bs * bs), max(bs, n_valid // bs * bs)
-    kw = dict(bs=bs, num_workers=num_workers, device=device, shuffle=False)
-    dls = DataLoaders(DataLoader(DomainBatches(domains, n_train, bs, seed), drop_last=True, **kw),
-                      DataLoader(DomainBatches(domains, n_valid, bs, seed + 1), **kw), device=device)
-    dls.n_inp = 1
-    return dls
+    return make_dataloaders(DomainBatches(domains, n_train, bs, seed), DomainBatches(domains, n_valid, bs, seed + 1),
+                            bs, num_workers, device, shuffle=False)
 
 # %% ../../nbs/16a_tasks.domain.ipynb #2bc4cdc2
 HEADS = {'plate': TextHead, 'line': TextHead, 'field': SegHead}
@@ -132,21 +129,19 @@ def _batched(f, ys: list[Tensor], bs: int = 16) -> list[Tensor]:
 def _quality(outs, xs) -> list[dict]:
     return [dict(psnr=float(psnr(o[None], x[None])), ssim=float(ssim(o[None], x[None]))) for o, x in zip(outs, xs)]
 
-def _norm(s: str) -> str: return s.replace(' ', '').upper()
-
 # %% ../../nbs/16a_tasks.domain.ipynb #5dbca683
 def evaluate_text(methods: dict, # name → f(batch) → restored batch
                   domain: str = 'plate', n: int = 100, seed: int = 0, judges=None) -> list[dict]:
     "Per-image rows: PSNR/SSIM and, per judge, the reading, CER, exact match and unsupported characters."
     judges = [j for j in (judges or (TesseractJudge(), RapidOCRJudge())) if j.available()]
     items = [domain_set(domain, n, 20_000 + seed)[i] for i in range(n)]
-    ys, xs, texts = [it[0] for it in items], [it[1] for it in items], [_norm(it[2]) for it in items]
-    on_input, rows = {j.name: [_norm(j.read(y)) for y in ys] for j in judges}, []
+    ys, xs, texts = [it[0] for it in items], [it[1] for it in items], [normalise_reading(it[2]) for it in items]
+    on_input, rows = {j.name: [normalise_reading(j.read(y)) for y in ys] for j in judges}, []
     for name, f in {'degraded input': None, **methods}.items():
         outs = ys if f is None else _batched(f, ys)
         q = _quality(outs, xs)
         for j in judges:
-            reads = on_input[j.name] if f is None else [_norm(j.read(o)) for o in outs]
+            reads = on_input[j.name] if f is None else [normalise_reading(j.read(o)) for o in outs]
             for i, (r, t) in enumerate(zip(reads, texts)):
                 q[i] |= {f'cer_{j.name}': cer(r, t), f'exact_{j.name}': float(r == t), f'read_{j.name}': r,
                          f'unsupported_{j.name}': unsupported_changes(r, on_input[j.name][i], t)[0] / max(1, len(t))}
@@ -255,9 +250,8 @@ class DomainRestoreOptions(RestoreOptions):
 # %% ../../nbs/16a_tasks.domain.ipynb #67971ba9
 def _trained_domains(ckpt) -> tuple[str, ...] | None:
     "The domains of a run folder's record (None: not a run folder)."
-    for p in [Path(ckpt), *Path(ckpt).parents][:3]:
-        if (p/'run.json').exists(): return tuple(json.loads((p/'run.json').read_text())['config'].get('domains', ()))
-    return None
+    rec = _run_record(Path(ckpt).resolve())
+    return tuple(rec['config'].get('domains', ())) if rec else None
 
 def evaluate_domain(model, domains, n_text: int = 100, n_field: int = 30, seed: int = 0, name: str | None = None,
                     progress: bool = False) -> Result:
