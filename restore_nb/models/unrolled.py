@@ -22,7 +22,7 @@ from ..physics.ops import Blur, LinearOperator
 from ..solvers import project_simplex, tv_divergence
 
 # %% auto #0
-__all__ = ['UnrolledRLConfig', 'ResidualPrior', 'UnrolledRL', 'UNetConfig', 'UNet']
+__all__ = ['INITS', 'UnrolledRLConfig', 'ResidualPrior', 'UnrolledRL', 'UNetConfig', 'UNet']
 
 # %% ../../nbs/05a_models.unrolled.ipynb #ce8c1521
 @dataclass
@@ -35,12 +35,27 @@ class UnrolledRLConfig:
     prior_width: int = 32      # channels inside each CNN prior
     prior_depth: int = 3       # conv layers per CNN prior
     learn_init: bool = True    # learnable S0 (and K0 in blind mode)
+    init: str = 'learned'      # S0/K0: 'learned' (CNN on y, learnable K0), 'identity' (y, δ), 'random' (a fixed draw)
     boundary: str = 'reflect'  # Blur boundary convention (blind mode; non-blind models use the operator's)
     checkpointing: bool = False  # gradient checkpointing per layer
     kernel_grad: bool = True   # blind: the loss reaches the kernel estimate through the blurs too (False: ablation)
 
 # %% ../../nbs/05a_models.unrolled.ipynb #0da6f7f8
 def _inv_softplus(v: float) -> float: return math.log(math.expm1(v))
+
+INITS = ('learned', 'identity', 'random')
+
+def _k0(cfg: UnrolledRLConfig) -> Tensor:
+    "The starting kernel of a blind network: a Gaussian (learned), a centred δ (identity), a fixed random draw."
+    n = cfg.kernel_size
+    if cfg.init == 'identity': return F.pad(torch.ones(1, 1), (n // 2,) * 4)
+    if cfg.init == 'random': return torch.rand(n, n, generator=torch.Generator().manual_seed(0)).div_(n * n / 2)
+    return gaussian_kernel(n / 8, size=n)
+
+def _s0(cfg: UnrolledRLConfig, yc: Tensor) -> Tensor:
+    "The fixed random start: uniform noise at each image's channel means (the same draw for every call)."
+    u = torch.rand(yc.shape[1:], generator=torch.Generator().manual_seed(0)).to(yc)
+    return 2 * u * yc.mean((-2, -1), keepdim=True)
 
 # %% ../../nbs/05a_models.unrolled.ipynb #beec8a90
 def _rl_dtype(y: Tensor) -> torch.dtype:
@@ -78,12 +93,13 @@ class UnrolledRL(nn.Module):
         self.eps = nn.Parameter(torch.full((n,), _inv_softplus(1e-3)))     # ε_t
         self.priors = nn.ModuleList([ResidualPrior(cfg.channels, cfg.prior_width, cfg.prior_depth)
                                      for _ in range(n)]) if cfg.prior else None
-        self.init = ResidualPrior(cfg.channels, cfg.prior_width, 2) if cfg.learn_init else None
+        if cfg.init not in INITS: raise ValueError(f"init: expected one of {INITS}, got {cfg.init!r}")
+        learned = cfg.learn_init and cfg.init == 'learned'
+        self.init = ResidualPrior(cfg.channels, cfg.prior_width, 2) if learned else None
         if cfg.blind:
             self.kstep = nn.Parameter(torch.full((n,), _inv_softplus(1.0)))  # γ_t
-            g = gaussian_kernel(cfg.kernel_size / 8, size=cfg.kernel_size)
-            self.k0_logits = nn.Parameter(torch.log(g.clamp_min(1e-8)), requires_grad=cfg.learn_init)
-        self.kernel = None
+            self.k0_logits = nn.Parameter(torch.log(_k0(cfg).clamp_min(1e-8)), requires_grad=learned)
+        self.kernel, self.iterates = None, None
 
     @property
     def uses_operator(self) -> bool: return not self.config.blind
@@ -142,7 +158,7 @@ def forward(self: UnrolledRL,
     check_image(y, 'y', 'UnrolledRL')
     k = self._kernels(y, A)
     yc = y.clamp_min(0)
-    x = (self.init(yc) if self.init is not None else yc).clamp_min(1e-6)
+    x = (self.init(yc) if self.init is not None else _s0(cfg, yc) if cfg.init == 'random' else yc).clamp_min(1e-6)
     ones = torch.ones_like(yc, dtype=_rl_dtype(yc))
     Af = norm = None
     if not cfg.blind:    # the kernel is fixed: one operator (kernel spectrum cached) and one Aᵀ1 for all layers
@@ -157,6 +173,7 @@ def forward(self: UnrolledRL,
             xs.append(x)
             ks.append(k)
     self.kernel = k if cfg.blind else None
+    self.iterates = xs if self.training and torch.is_grad_enabled() else None   # for deep supervision
     if return_all: return (xs, ks) if cfg.blind else xs
     return x
 

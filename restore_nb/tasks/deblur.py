@@ -28,14 +28,14 @@ from ..physics import (Blur, GaussianNoise, KernelSampler, kernel_sampler, load_
                                 shake_kernel, sigma_fraction)
 from ..solvers import richardson_lucy, wiener
 from . import EvalOptions, RestoreOptions, RunOptions, Task, is_int, check_flag, register_task
-from ..train import task_learner
+from ..train import task_learner, unwrap
 from fastai.callback.core import Callback
 
 # %% auto #0
 __all__ = ['MODELS', 'DEMO_ANGLES', 'DeblurPairs', 'deblur_dataloaders', 'BlindDeblurLoss', 'KernelCurriculum', 'blur_inputs',
-           'deblur_learner', 'rl_method', 'wiener_method', 'skimage_rl_method', 'blurred_method', 'demo_kernels',
-           'test_kernel_sets', 'blur_degradations', 'DeblurOptions', 'DeblurEvalOptions', 'DeblurRestoreOptions',
-           'one_kernel', 'DeblurTask']
+           'deblur_learner', 'DeepSupervision', 'rl_method', 'wiener_method', 'skimage_rl_method', 'blurred_method',
+           'demo_kernels', 'test_kernel_sets', 'blur_degradations', 'DeblurOptions', 'DeblurEvalOptions',
+           'DeblurRestoreOptions', 'one_kernel', 'DeblurTask']
 
 # %% ../../nbs/09a_tasks.deblur.ipynb #4ebe5b3e
 class DeblurPairs(OnTheFly):
@@ -98,8 +98,8 @@ class BlindDeblurLoss(nn.Module):
 
 # %% ../../nbs/09a_tasks.deblur.ipynb #5b91a0fe
 class KernelCurriculum(Callback):
-    "Feed the true and estimated kernels to `BlindDeblurLoss`, with a weight decaying linearly from w0 to w1."
-    def __init__(self, w0: float = 1.0, w1: float = 0.0): self.w0, self.w1 = w0, w1
+    "Feed the true and estimated kernels to `BlindDeblurLoss`, with a weight moving linearly from w0 to w1."
+    def __init__(self, w0: float = 0.0, w1: float = 1.0): self.w0, self.w1 = w0, w1
     def after_pred(self):
         lf = self.learn.loss_func
         if not isinstance(lf, BlindDeblurLoss): return
@@ -120,7 +120,7 @@ def deblur_learner(dls, # from `deblur_dataloaders`
                    model: str | nn.Module = 'unrolled', # 'unrolled', 'blind', 'unet' or a module called model(y, A)
                    loss_func=None, # default: L1 (BlindDeblurLoss for blind models)
                    lr: float = 2e-3, # default learning rate (`fit_one_cycle` max)
-                   kernel_weight=(1.0, 0.0), # blind only: kernel-loss weight from start to end of training
+                   kernel_weight=(0.0, 1.0), # blind only: kernel-loss weight from start to end of training
                    cbs=None, # extra callbacks
                    clip: float | None = None, # gradient clipping norm
                    ema: float | None = None, # EMA decay
@@ -136,6 +136,18 @@ def deblur_learner(dls, # from `deblur_dataloaders`
     if loss_func is None: loss_func = BlindDeblurLoss(kernel_weight[0]) if blind else nn.L1Loss()
     if isinstance(loss_func, BlindDeblurLoss): cbs.append(KernelCurriculum(*kernel_weight))
     return task_learner(dls, model, loss_func, lr=lr, cbs=cbs, clip=clip, ema=ema, inputs=blur_inputs)
+
+# %% ../../nbs/09a_tasks.deblur.ipynb #67c1c007
+class DeepSupervision(Callback):
+    "Add `weight` × the mean L1 of a model's intermediate iterates (its `iterates` list) to the training loss."
+    order = 60
+    def __init__(self, weight: float = 0.5): self.weight = weight
+    def after_loss(self):
+        xs = getattr(unwrap(self.learn.model), 'iterates', None)
+        if not self.training or not xs or len(xs) < 3: return
+        extra = torch.stack([F.l1_loss(x, self.yb[0]) for x in xs[1:-1]]).mean()
+        self.learn.loss_grad = self.learn.loss_grad + self.weight * extra
+        self.learn.loss = self.learn.loss_grad.detach().clone()
 
 # %% ../../nbs/09a_tasks.deblur.ipynb #886df928
 def rl_method(iters: int = 30, tv: float = 0.0):
