@@ -282,12 +282,11 @@ def study_variants(o: DeblurStudyOptions) -> Result:
     o2 = o if o.kernels or q == 'stability' else DeblurStudyOptions(**{**o.__dict__, 'kernels': 2})
     for name, kw in VARIANTS[q].items():
         kw = dict(kw)
-        if callable(kw.get('cbs')): kw['cbs'] = kw['cbs']()          # fresh callbacks for every run
         stress = dict(schedule=kw.pop('schedule', 'constant'), lr=o.stress_lr) if q == 'stability' else {}
         kw.setdefault('kernel_weight', tuple(o.kernel_weight))
         rs = []
         for s in range(o.seeds):
-            if callable(VARIANTS[q][name].get('cbs')): kw['cbs'] = VARIANTS[q][name]['cbs']()
+            if callable(VARIANTS[q][name].get('cbs')): kw['cbs'] = VARIANTS[q][name]['cbs']()   # fresh per run
             rs.append(train_variant(o, 'blind', o.seed + s, **stress, **kw))
         runs[name] = rs
         fig = dict(valid_psnr=spread(r['valid_psnr'] for r in rs), diverged=sum(r['diverged'] for r in rs))
