@@ -7,7 +7,7 @@ Docs: https://restore-nb.github.io/restore_nb/benchmarks/deblur_study.html.md"""
 # %% ../../nbs/benchmarks/deblur_study.ipynb #7bbecc7b
 from __future__ import annotations
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -279,7 +279,7 @@ VARIANTS = {
 def study_variants(o: DeblurStudyOptions) -> Result:
     "Q2, Q3, Q6: each variant of the question over the seeds; blind networks."
     q, sets, table, runs, rows = o.question, test_kernel_sets(), {}, {}, []
-    o2 = o if o.kernels or q == 'stability' else DeblurStudyOptions(**{**o.__dict__, 'kernels': 2})
+    o2 = o if o.kernels or q == 'stability' else replace(o, kernels=2)
     for name, kw in VARIANTS[q].items():
         kw = dict(kw)
         stress = dict(schedule=kw.pop('schedule', 'constant'), lr=o.stress_lr) if q == 'stability' else {}
