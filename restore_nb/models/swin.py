@@ -36,6 +36,10 @@ class SwinUNetConfig:
     drop_path: float = 0.0             # stochastic depth, maximum rate
     text_dim: int = 0                  # text-token width (384 for MiniLM, 512 for CLIP B/32); 0: unconditional
     p_uncond: float = 0.1              # conditioning dropout: probability of the null prompt per training sample
+    skip: str = 'add'                  # U-Net skips: 'add' (SCUNet), 'concat' (then a 1×1 conv) or 'none'
+    res_scale: float = 1.0             # each Swin-Conv block adds res_scale × its residual branch (EDSR: 0.1)
+    cond_at: str = 'both'              # where text enters: 'bottleneck', 'decoder' or 'both'
+    cond_type: str = 'both'            # how: 'film', 'xattn' (cross-attention) or 'both'
 
     def __post_init__(self):
         self.depths, self.scales = tuple(int(d) for d in self.depths), tuple(int(s) for s in self.scales)
@@ -46,6 +50,10 @@ class SwinUNetConfig:
         bad = [s for s in self.scales if s not in (1, 2, 4)]
         if bad or not self.scales:
             raise ValueError(f"SwinUNetConfig.scales: expected some of (1, 2, 4), got {self.scales}")
+        for k, ok in (('skip', ('add', 'concat', 'none')), ('cond_at', ('bottleneck', 'decoder', 'both')),
+                      ('cond_type', ('film', 'xattn', 'both'))):
+            if getattr(self, k) not in ok: raise ValueError(f"SwinUNetConfig.{k}: expected one of {ok}, got "
+                                                            f"{getattr(self, k)!r}")
 
     @property
     def multiple(self) -> int:
@@ -63,7 +71,7 @@ class SwinConvBlock(nn.Module):
     """SCUNet's block: 1×1 conv, split into a residual conv half and a Swin window-attention half, concat, 1×1 conv, +
     input."""
     def __init__(self, dim: int, head_dim: int = 32, window: int = 8, shift: bool = False, mlp_ratio: float = 2.0,
-                 drop_path: float = 0.0):
+                 drop_path: float = 0.0, res_scale: float = 1.0):
         super().__init__()
         from timm.models.swin_transformer import SwinTransformerBlock   # heavy: imported when a Swin block is built
         h = dim // 2
@@ -73,18 +81,18 @@ class SwinConvBlock(nn.Module):
                                           window_size=window, shift_size=window // 2 if shift else 0,
                                           always_partition=True,
                                           dynamic_mask=True, mlp_ratio=mlp_ratio, drop_path=drop_path)
-        self.shifted = shift
+        self.shifted, self.res_scale = shift, res_scale
 
     def forward(self, x: Tensor) -> Tensor:
         a, b = self.split(x).chunk(2, dim=1)
         a = a + self.conv(a)
         b = self.trans(b.permute(0, 2, 3, 1).contiguous()).permute(0, 3, 1, 2)
-        return x + self.merge(torch.cat([a, b], 1))
+        return x + self.res_scale * self.merge(torch.cat([a, b], 1))
 
 # %% ../../nbs/05e_models.swin.ipynb #a4bb4e8e
 def _stage(dim, n, c: SwinUNetConfig, dpr) -> nn.Sequential:
     return nn.Sequential(*[SwinConvBlock(dim, c.head_dim, c.window, shift=j % 2 == 1, mlp_ratio=c.mlp_ratio,
-                                         drop_path=next(dpr)) for j in range(n)])
+                                         drop_path=next(dpr), res_scale=c.res_scale) for j in range(n)])
 
 # %% ../../nbs/05e_models.swin.ipynb #998532c6
 def _sr_head(width: int, channels: int, scale: int) -> nn.Sequential:
@@ -119,6 +127,7 @@ class SwinUNet(nn.Module):
         self.body = _stage(dims[-1], c.depths[-1], c, dpr)
         self.up = nn.ModuleList([nn.ConvTranspose2d(dims[i + 1], dims[i], 2, stride=2) for i in range(L - 1)])
         self.dec = nn.ModuleList([_stage(dims[i], c.depths[i], c, dpr) for i in range(L - 1)])
+        if c.skip == 'concat': self.fuse = nn.ModuleList([nn.Conv2d(2 * dims[i], dims[i], 1) for i in range(L - 1)])
         self.tails = nn.ModuleDict({str(s): (nn.Conv2d(c.width, c.channels, 3, padding=1) if s == 1 else
                                              _sr_head(c.width, c.channels, s)) for s in c.scales})
         # the untrained network is the identity (or bicubic upscaling)
@@ -148,12 +157,19 @@ def features(self: SwinUNet, x: Tensor, text: dict | None = None) -> Tensor:
         self.last = dict(estimate=d, gate=g)
         tok, pooled = text['tokens'].to(h.device, h.dtype), text['pooled'].to(h.device, h.dtype)
         mask = text['mask'].to(h.device)
-        h = self.film[-1](self.xattn_body(h, tok, mask, g), pooled, g)
+        c = self.config
+        film, xattn = c.cond_type in ('film', 'both'), c.cond_type in ('xattn', 'both')
+        at_body, at_dec = c.cond_at in ('bottleneck', 'both'), c.cond_at in ('decoder', 'both')
+        if at_body and xattn: h = self.xattn_body(h, tok, mask, g)
+        if at_body and film: h = self.film[-1](h, pooled, g)
     for i in reversed(range(len(self.up))):
-        h = self.dec[i](self.up[i](h) + skips[i])
-        if cond:
-            h = self.film[i](h, pooled, g)
-            if i == 0: h = self.xattn_out(h, tok, mask, g)
+        u = self.up[i](h)
+        if self.config.skip == 'add': u = u + skips[i]
+        elif self.config.skip == 'concat': u = self.fuse[i](torch.cat([u, skips[i]], 1))
+        h = self.dec[i](u)
+        if cond and at_dec:
+            if film: h = self.film[i](h, pooled, g)
+            if i == 0 and xattn: h = self.xattn_out(h, tok, mask, g)
     return h
 
 # %% ../../nbs/05e_models.swin.ipynb #c0640fa5
