@@ -74,10 +74,8 @@ class DemosaicNet(nn.Module):
 
 # %% ../../nbs/05b_models.demosaic.ipynb #978c959a
 @patch
-def forward(self: DemosaicNet,
-            y: Tensor, # (B,1,H,W) linear mosaic
-            A: LinearOperator, # its `Mosaic` (pattern or per-image masks), with the camera noise when there is any
-           ) -> Tensor:
+def inputs(self: DemosaicNet, y: Tensor, A: LinearOperator) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    "The network's input planes `(B,9|10,H,W)`, the baseline, the CFA masks and where samples are kept (σ = 0)."
     cfg = self.config
     if y.ndim != 4 or y.shape[1] != 1:
         raise ValueError(f"DemosaicNet: y must be a mosaic (B,1,H,W), got {tuple(y.shape)}")
@@ -90,11 +88,25 @@ def forward(self: DemosaicNet,
     sigma = A.noise_level(B).to(y).view(B, 1, 1, 1)
     if cfg.noise_level: feats.append(sigma.expand(B, 1, H, W))
     clean = (sigma == 0).to(y) if cfg.noise_level else torch.ones_like(sigma)   # a noise-blind net keeps samples
-    h = self.pre(F.relu(self.head(torch.cat(feats, 1))))
-    if cfg.half_blocks:
+    return torch.cat(feats, 1), base, masks, clean
+
+@patch
+def correction(self: DemosaicNet, f: Tensor) -> Tensor:
+    "The convolutional trunk: input planes → the correction added to the baseline."
+    H, W = f.shape[-2:]
+    h = self.pre(F.relu(self.head(f)))
+    if self.config.half_blocks:
         # odd sizes: pad for the stride-2 stage, crop back
         d = F.pad(h, (0, W % 2, 0, H % 2))
         h = h + self.up(self.mid(F.relu(self.down(d))))[..., :H, :W]
-    out = base + self.tail(self.post(h))
-    if cfg.keep_samples: out = out + masks * clean * (y - out)          # exact data consistency at measured sites
+    return self.tail(self.post(h))
+
+@patch
+def forward(self: DemosaicNet,
+            y: Tensor, # (B,1,H,W) linear mosaic
+            A: LinearOperator, # its `Mosaic` (pattern or per-image masks), with the camera noise when there is any
+           ) -> Tensor:
+    f, base, masks, clean = self.inputs(y, A)
+    out = base + self.correction(f)
+    if self.config.keep_samples: out = out + masks * clean * (y - out)   # exact data consistency at measured sites
     return out

@@ -80,13 +80,15 @@ class DemosaicPairs(OnTheFly):
                  noise=0.0, # camera-noise σ (image units), or a (lo, hi) range drawn per item
                  naive_flips: bool = False, # the research bug: flip the mosaic after sampling, masks unchanged
                  colour: bool = True, # training: random channel order and per-channel gains (`colour_jitter`)
+                 augment: bool = True, # training: flip and rotate the RGB crop before mosaicing (CFA-safe)
                 ):
         super().__init__(source, n, size, seed, train)
         self.cfas, self.noise, self.naive_flips, self.colour = cfa_names(cfa), _noise_range(noise), naive_flips, colour
+        self.augment = augment
 
     def __getitem__(self, i: int):
         g = self.generator(i)
-        clean = to_linear(self.crop(g, augment=self.train and not self.naive_flips))
+        clean = to_linear(self.crop(g, augment=self.train and self.augment and not self.naive_flips))
         if self.train and self.colour: clean = colour_jitter(clean, g)
         y, m, s, clean = mosaic_item(clean, g, self.cfas, self.noise)
         if self.naive_flips and self.train and torch.rand(1, generator=g) < 0.5: y, clean = y.flip(-1), clean.flip(-1)
@@ -125,7 +127,9 @@ def demosaic_dataloaders(data='builtin', # 'builtin', a folder, a zip or 'scheme
                          cfa='RGGB', # CFA name(s): 'bayer', 'xtrans', 'RGGB', … or a list
                          size: int = 48, bs: int = 16, n_train: int = 512, n_valid: int = 64,
                          noise=0.0, # camera-noise σ or (lo, hi) range for joint denoising (image units)
-                         naive_flips: bool = False, valid_frac: float = 0.2, seed: int = 0,
+                         naive_flips: bool = False, # flip the mosaic after sampling, masks unchanged (the bug)
+                         augment: bool = True, # CFA-safe flips and rotations of the RGB crop (False: none)
+                         valid_frac: float = 0.2, seed: int = 0,
                          teacher: str | Path | None = None, # RAW files: (mosaic, LibRaw teacher) pairs join the mix
                          teacher_share: float = 0.5, # share of teacher pairs when `teacher` is given
                          teacher_downsample: int = 1, # 2, 4: downsample the teacher and mosaic it again (exact pairs)
@@ -137,7 +141,7 @@ def demosaic_dataloaders(data='builtin', # 'builtin', a folder, a zip or 'scheme
     if not 0 <= torture + t_share <= 1:
         raise ValueError(f"torture ({torture}) + teacher_share ({t_share}): the shares of the mix must lie in [0, 1]")
     tr, va = ImageSource(data).split(valid_frac)
-    train = DemosaicPairs(tr, cfa, n_train, size, seed, True, noise, naive_flips)
+    train = DemosaicPairs(tr, cfa, n_train, size, seed, True, noise, naive_flips, augment=augment)
     parts = {'synthetic': (train, 1.0 - torture - t_share)}
     if teacher:
         raw = RawPairs(teacher, size, n_train, downsample=teacher_downsample, seed=seed)
