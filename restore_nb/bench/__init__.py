@@ -15,7 +15,7 @@ from ..tasks import Registry, check_flag
 from ..train import load_checkpoint
 
 # %% auto #0
-__all__ = ['BENCHES', 'BenchOptions', 'Bench', 'register_bench', 'trained_run', 'run_fresh']
+__all__ = ['BENCHES', 'BenchOptions', 'Bench', 'register_bench', 'trained_run', 'fit_quiet', 'run_fresh']
 
 # %% ../../nbs/benchmarks/index.ipynb #004a1a55
 @dataclass
@@ -61,6 +61,13 @@ def trained_run(run: str | Path, # the run folder
     same = rec.get('status') == 'finished' and all(rec.get('config', {}).get(k) == v for k, v in plain.items())
     if not same: rec = train()
     return load_checkpoint(run), rec
+
+# %% ../../nbs/benchmarks/index.ipynb #9bbded45
+def fit_quiet(learn, # a fastai Learner
+              epochs: int, lr: float):
+    "Fit `learn` one-cycle for `epochs` to `lr` without progress bar or logging; its model, in eval mode."
+    with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(epochs, lr)
+    return learn.model.eval()
 
 # %% ../../nbs/benchmarks/index.ipynb #3bf25b75
 def run_fresh(module: str, fn: str, *args, what: str = 'probe', **kwargs):

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 import restore_nb
-from . import Bench, BenchOptions, register_bench
+from . import Bench, BenchOptions, fit_quiet, register_bench
 from .deblur_study import spread
 from ..core import count_parameters, set_seed, to_linear, to_srgb
 from ..data import ImageSource, item_generator, make_dataloaders
@@ -118,9 +118,7 @@ def train_on(pool: dict, o: DemosaicStudyOptions, target: str, seed: int):
     dls = make_dataloaders(TeacherCrops(pool, tr, o.steps * o.bs // o.epochs, o.size, seed, True, target),
                            TeacherCrops(pool, va, 32, o.size, seed + 1, False, target), o.bs, device=o.device,
                            n_inp=3)
-    learn = demosaic_learner(dls, width=o.width, blocks=o.blocks, half_blocks=o.half_blocks)
-    with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(o.epochs, o.lr)
-    return learn.model.eval()
+    return fit_quiet(demosaic_learner(dls, width=o.width, blocks=o.blocks, half_blocks=o.half_blocks), o.epochs, o.lr)
 
 def demosaic_teacher(o: DemosaicStudyOptions) -> Result:
     "Q7: teacher-trained and truth-trained networks against the teacher and the truth, on linear test crops."
@@ -332,8 +330,7 @@ def distil(teacher, o: DemosaicStudyOptions, seed: int):
                                n_valid=o.bs, seed=seed, device=o.device)
     learn = demosaic_learner(dls, width=w, blocks=b, half_blocks=hb, noise_level=teacher.config.noise_level,
                              lr=o.lr, cbs=[Distill(teacher)])
-    with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(2, o.lr)
-    return learn.model.eval()
+    return fit_quiet(learn, 2, o.lr)
 
 class Distill(Callback):
     "Replace each training batch's target by the teacher's output on its input (knowledge distillation)."

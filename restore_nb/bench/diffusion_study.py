@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 import restore_nb
-from . import Bench, BenchOptions, register_bench
+from . import Bench, BenchOptions, fit_quiet, register_bench
 from .deblur_study import spread
 from ..core import count_parameters, set_seed
 from ..data.datasets import data_label
@@ -57,24 +57,21 @@ class DiffusionStudyOptions(BenchOptions):
         check_flag(0 < self.strength <= 1, 'strength', 'a share of the schedule in (0, 1]', self.strength)
 
 # %% ../../nbs/benchmarks/diffusion_study.ipynb #90781a40
-def _fit(learn, o):
-    with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(o.epochs, o.lr)
-    return learn.model.eval()
-
 def train_diffusion(o: DiffusionStudyOptions, seed: int, latent: LatentDiffusion | None = None) -> LatentDiffusion:
     "A diffusion denoiser trained `o.steps` steps: pixel-space, or in the latent of `latent`'s (frozen) autoencoder."
     set_seed(seed)
     dls = diffusion_dataloaders(o.train_data, size=o.size, bs=o.bs, n_train=o.steps * o.bs // o.epochs,
                                 n_valid=2 * o.bs, sigma=(0, 50), seed=seed, device=o.device)
     config = dict(latent='kl') if latent is not None else None
-    return _fit(diffusion_learner(dls, config, lr=o.lr, vae=latent.vae if latent is not None else None), o)
+    return fit_quiet(diffusion_learner(dls, config, lr=o.lr, vae=latent.vae if latent is not None else None), o.epochs,
+                     o.lr)
 
 def train_swin(o: DiffusionStudyOptions, seed: int):
     "The cascade's first stage: a tiny RGB Swin-UNet denoiser, trained `o.steps` steps on the same crops and σ range."
     set_seed(seed)
     dls = swin_dataloaders(o.train_data, 'denoise', size=o.size, bs=o.bs, n_train=o.steps * o.bs // o.epochs,
                            n_valid=2 * o.bs, sigma=(0, 50), seed=seed, device=o.device)
-    return _fit(swin_learner(dls, 'tiny', lr=o.lr), o)
+    return fit_quiet(swin_learner(dls, 'tiny', lr=o.lr), o.epochs, o.lr)
 
 # %% ../../nbs/benchmarks/diffusion_study.ipynb #8790b309
 def score(out: torch.Tensor, x: torch.Tensor, y: torch.Tensor, sigma: float, lpips=None) -> dict:

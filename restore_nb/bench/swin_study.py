@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 import restore_nb
-from . import Bench, BenchOptions, register_bench
+from . import Bench, BenchOptions, fit_quiet, register_bench
 from .deblur_study import spread
 from ..core import count_parameters, set_seed
 from ..data import ImageSource
@@ -97,10 +97,6 @@ class SwinStudyOptions(BenchOptions):
         check_flag(self.steps >= self.epochs >= 1, 'steps', f'at least --epochs ({self.epochs})', self.steps)
 
 # %% ../../nbs/benchmarks/swin_study.ipynb #eb0dd851
-def _fit(learn, o: SwinStudyOptions):
-    with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(o.epochs, o.lr)
-    return learn.model.eval()
-
 def arch_run(o: SwinStudyOptions, name: str, seed: int) -> dict:
     "Train one architecture variant (grey blind denoiser) and test it on `o.data` at σ = `o.sigma`."
     t = time.time()
@@ -108,7 +104,7 @@ def arch_run(o: SwinStudyOptions, name: str, seed: int) -> dict:
     dls = swin_dataloaders(o.train_data or 'std:Train400', 'denoise', size=o.size, bs=o.bs,
                            n_train=o.steps * o.bs // o.epochs, n_valid=2 * o.bs, sigma=(0, 50), seed=seed,
                            device=o.device, mode='gray')
-    model = _fit(swin_learner(dls, {**SWIN_CONFIGS['tiny'], **ARCHITECTURE[name]}, lr=o.lr), o)
+    model = fit_quiet(swin_learner(dls, {**SWIN_CONFIGS['tiny'], **ARCHITECTURE[name]}, lr=o.lr), o.epochs, o.lr)
     r = evaluate_denoise({'net': model}, o.data, (o.sigma,), seed=o.seed, mode='gray', max_images=o.max_images,
                          device=o.device)
     m = r.metrics['net'][f'σ={o.sigma:g}']
@@ -125,7 +121,7 @@ def cond_run(o: SwinStudyOptions, name: str, seed: int, test: CaptionedPairs) ->
     dls = captioned_dataloaders(o.train_data or 'std:BSD400', size=o.size, bs=o.bs,
                                 n_train=o.steps * o.bs // o.epochs, n_valid=2 * o.bs, seed=seed,
                                 device=o.device)
-    m = _fit(prompted_learner(dls, cfg, lr=o.lr), o)
+    m = fit_quiet(prompted_learner(dls, cfg, lr=o.lr), o.epochs, o.lr)
     dev, null, acc = next(m.parameters()).device, PROMPTS.index(''), dict(n=0)
     def add(k, v): acc[k] = acc.get(k, 0.0) + v
     with torch.no_grad():

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 import restore_nb
-from . import Bench, BenchOptions, register_bench
+from . import Bench, BenchOptions, fit_quiet, register_bench
 from .deblur_study import spread
 from ..core import count_parameters, set_seed
 from ..data import DegradedPairs, ImageSource
@@ -63,7 +63,7 @@ def vae_run(o: VAEStudyOptions, seed: int, x_test: torch.Tensor, **changes) -> d
     set_seed(seed)
     t = time.time()
     learn = vae_learner(dls, width=o.width, lr=o.lr, n_diag=128, features='local', **args)
-    with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(o.epochs, o.lr)
+    fit_quiet(learn, o.epochs, o.lr)
     d = diagnose(learn)
     m = vae_measure(learn.model, x_test, FeatureEncoder('local'))
     keep = ('psnr', 'ssim', 'sharpness', 'kl', 'active', 'latent_dims', 'mi', 'lpips')
