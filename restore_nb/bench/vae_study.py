@@ -19,7 +19,8 @@ from ..data import DegradedPairs, ImageSource
 from ..data.datasets import data_label
 from ..evaluate import Result
 from ..tasks import check_flag
-from ..tasks.vae import FeatureEncoder, diagnose, parse_terms, vae_dataloaders, vae_learner, vae_measure
+from ..tasks.vae import (FeatureEncoder, _terms_str, diagnose, parse_terms, vae_dataloaders, vae_learner,
+                                  vae_measure)
 
 # %% auto #0
 __all__ = ['VAEStudyOptions', 'test_crops', 'vae_run', 'fixes', 'vae_study', 'vae_study_markdown', 'VAEStudyBench']
@@ -77,14 +78,11 @@ def vae_run(o: VAEStudyOptions, seed: int, x_test: torch.Tensor, **changes) -> d
 def fixes(o: VAEStudyOptions) -> dict:
     "The notes' five fixes as changes to the baseline, then all five at once."
     terms = parse_terms(o.loss)
-    def loss(**w): return ','.join(k if v == 1 else f'{k}={v:g}' for k, v in {**terms, **w}.items())
     l1 = {('l1' if k == 'mse' else k): v for k, v in terms.items()}
     one = {'β ×0.1': dict(beta=o.beta * 0.1), 'latent 1024': dict(z_dim=2 * o.z_dim),
-           'MSE → L1': dict(loss=','.join(k if v == 1 else f'{k}={v:g}' for k, v in l1.items())),
-           'perceptual 0.8': dict(loss=loss(perceptual=0.8)), 'SSIM 0.3': dict(loss=loss(ssim=0.3))}
-    l1.update(perceptual=0.8, ssim=0.3)
-    every = dict(beta=o.beta * 0.1, z_dim=2 * o.z_dim, loss=','.join(k if v == 1 else f'{k}={v:g}'
-                                                                        for k, v in l1.items()))
+           'MSE → L1': dict(loss=_terms_str(l1)), 'perceptual 0.8': dict(loss=_terms_str({**terms, 'perceptual': 0.8})),
+           'SSIM 0.3': dict(loss=_terms_str({**terms, 'ssim': 0.3}))}
+    every = dict(beta=o.beta * 0.1, z_dim=2 * o.z_dim, loss=_terms_str({**l1, 'perceptual': 0.8, 'ssim': 0.3}))
     return {'baseline': {}, **one, 'all five': every}
 
 def _summ(runs: list) -> dict:
