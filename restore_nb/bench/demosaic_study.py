@@ -336,9 +336,9 @@ class Distill(Callback):
     "Replace each training batch's target by the teacher's output on its input (knowledge distillation)."
     order = 5                                       # after `ModelInputs` has made the batch the model's arguments
     def __init__(self, teacher): self.teacher = teacher
+    def before_fit(self): self.teacher.to(self.dls.device).eval()
     def before_batch(self):
         if not self.training: return
-        self.teacher.to(self.xb[0].device).eval()
         with torch.no_grad(): self.learn.yb = (self.teacher(*self.xb),)
 
 # %% ../../nbs/benchmarks/demosaic_study.ipynb #54f12cd3
@@ -358,8 +358,9 @@ def demosaic_inference(o: DemosaicStudyOptions) -> Result:
     students = [distil(full, o, o.seed + s) for s in range(o.seeds)]
     timing = demosaic_test_images(o.data)[0][None]
     yt = A(to_linear(timing[..., :timing.shape[-2] // 2 * 2, :timing.shape[-1] // 2 * 2]))
+    with torch.no_grad(): ref = [full(y, A).float() for y in ys]        # the float outputs, computed once
     def quality(m):
-        with torch.no_grad(): outs, ref = [m(y, A).float() for y in ys], [full(y, A).float() for y in ys]
+        with torch.no_grad(): outs = [m(y, A).float() for y in ys]
         return (float(np.mean([psnr(u.clamp(0, 1), x) for u, x in zip(outs, lin)])),
                 max(float((u - r).abs().max()) for u, r in zip(outs, ref)))
     metrics = {}
