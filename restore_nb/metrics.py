@@ -14,14 +14,18 @@ import numpy as np
 import torch
 import torch.nn as nn
 from fastcore.basics import patch
+from scipy.stats import ks_2samp
+from skimage.measure import blur_effect
+from skimage.restoration import estimate_sigma
 from torch import Tensor
 
 from .core import in_colab
 
 # %% auto #0
-__all__ = ['REDUCTIONS', 'SSIM_WINDOW', 'TV_WEIGHTS', 'as_batch', 'check_pair', 'reduce_batch', 'rgb_to_y', 'psnr', 'ssim',
-           'hub_checkpoint_dir', 'weights_file', 'pretrained_weights', 'LPIPS', 'lpips_distance', 'lpips_available',
-           'auroc', 'roc_curve', 'pr_curve', 'average_precision', 'detection_metrics', 'compare_auroc', 'group_auroc']
+__all__ = ['REDUCTIONS', 'SSIM_WINDOW', 'TV_WEIGHTS', 'DRIFT_FEATURES', 'as_batch', 'check_pair', 'reduce_batch', 'rgb_to_y',
+           'psnr', 'ssim', 'hub_checkpoint_dir', 'weights_file', 'pretrained_weights', 'LPIPS', 'lpips_distance',
+           'lpips_available', 'auroc', 'roc_curve', 'pr_curve', 'average_precision', 'detection_metrics',
+           'compare_auroc', 'group_auroc', 'centre_crop', 'estimate_degradation', 'edit_stats', 'drift_test']
 
 # %% ../nbs/03_metrics.ipynb #d5140be3
 REDUCTIONS = ('mean', 'sum', 'none')
@@ -368,3 +372,51 @@ def group_auroc(scores, # anomaly scores
         rows.append(dict(group=n, n_anomalous=k, n_normal=int((lab[keep] == 0).sum()), auroc=m['auroc'],
                          auroc_ci=m.get('auroc_ci')))
     return rows
+
+# %% ../nbs/03_metrics.ipynb #da946f24
+DRIFT_FEATURES = ('noise_sigma', 'blur')
+
+def centre_crop(x: Tensor, size: int | None) -> Tensor:
+    "The central `size`×`size` window of a `(C,H,W)` image (the whole image when smaller or `size` is None)."
+    if size is None: return x
+    h, w = x.shape[-2:]
+    t, l = max(0, (h - size) // 2), max(0, (w - size) // 2)
+    return x[..., t:t + size, l:l + size]
+
+def estimate_degradation(x: Tensor, # a `(C,H,W)` image in [0, 1]
+                         size: int | None = None, # measure σ and blur on the central window of this side
+                        ) -> dict:
+    "Blind estimates of an input: noise σ (0–255), blur (0 sharp … 1 flat), and its size."
+    c = centre_crop(x, size).float()
+    a = c.permute(1, 2, 0).double().numpy()                          # σ per channel (averaging them would shrink it)
+    return dict(noise_sigma=float(estimate_sigma(a, channel_axis=-1, average_sigmas=True) * 255),
+                blur=float(blur_effect(a.mean(-1))),
+                width=int(x.shape[-1]), height=int(x.shape[-2]), megapixels=x.shape[-1] * x.shape[-2] / 1e6)
+
+# %% ../nbs/03_metrics.ipynb #fdbc0a47
+def edit_stats(out: Tensor, # the output `(…,C,H,W)`
+               base: Tensor, # what it is compared with: the degraded input, or another output
+               truth: Tensor, # the reference (clean) image
+               tau: float = 2 / 255, # the smallest change counted
+              ) -> dict:
+    "Edit-map sparsity (share of pixels left within τ) and hallucination rate (share moved away from the truth by > τ)."
+    e = (out - base).abs().mean(-3)
+    worse = ((out - truth).abs() - (base - truth).abs()).mean(-3)
+    return dict(sparsity=float((e < tau).float().mean()), hallucination=float((worse > tau).float().mean()))
+
+# %% ../nbs/03_metrics.ipynb #ba57bd22
+def drift_test(profile: dict, # {feature: training values}
+               recent: dict, # {feature: values to test}
+               alpha: float = 0.01, # family-wise level (Bonferroni over the features)
+               min_samples: int = 20, # fewer values: no test
+              ) -> dict:
+    "Two-sample Kolmogorov–Smirnov test per feature of `recent` against `profile`: {features, shifted}."
+    out = {}
+    for k, v in recent.items():
+        v = np.asarray(v, float)
+        if len(v) < min_samples: out[k] = dict(n=len(v), statistic=None, p=None, shifted=False)
+        else:
+            r = ks_2samp(np.asarray(profile[k], float), v)
+            out[k] = dict(n=len(v), statistic=round(float(r.statistic), 4), p=float(r.pvalue),
+                          shifted=bool(r.pvalue < alpha / len(recent)))
+    return dict(features=out, shifted=any(f['shifted'] for f in out.values()))

@@ -19,6 +19,7 @@ from ..core import count_parameters, set_seed
 from ..data import ImageSource
 from ..data.datasets import data_label
 from ..evaluate import Result
+from ..metrics import edit_stats
 from ..models import SWIN_CONFIGS, PromptedSwinConfig
 from ..physics import PROMPTS
 from ..tasks import check_flag
@@ -26,8 +27,8 @@ from ..tasks.denoise import (CaptionedPairs, captioned_dataloaders, evaluate_den
                                       swin_dataloaders, swin_learner)
 
 # %% auto #0
-__all__ = ['ARCHITECTURE', 'CONDITIONING', 'ARCH_KEYS', 'COND_KEYS', 'short_prompt', 'long_prompt', 'edit_stats',
-           'SwinStudyOptions', 'arch_run', 'cond_run', 'swin_study', 'swin_study_markdown', 'SwinStudyBench']
+__all__ = ['ARCHITECTURE', 'CONDITIONING', 'ARCH_KEYS', 'COND_KEYS', 'short_prompt', 'long_prompt', 'SwinStudyOptions',
+           'arch_run', 'cond_run', 'swin_study', 'swin_study_markdown', 'SwinStudyBench']
 
 # %% ../../nbs/benchmarks/swin_study.ipynb #7ce0ec01
 ARCHITECTURE = {
@@ -62,13 +63,6 @@ CONDITIONING = {
     'short prompts': dict(prompts=short_prompt),
     'long prompts': dict(prompts=long_prompt),
 }
-
-# %% ../../nbs/benchmarks/swin_study.ipynb #2f1fc769
-def edit_stats(out_p: torch.Tensor, out_0: torch.Tensor, x: torch.Tensor, tau: float = 2 / 255) -> dict:
-    "Edit-map sparsity and hallucination rate of a prompted output against the empty prompt's, given the truth."
-    e = (out_p - out_0).abs().mean(-3)
-    worse = ((out_p - x).abs() - (out_0 - x).abs()).mean(-3)
-    return dict(sparsity=float((e < tau).float().mean()), hallucination=float((worse > tau).float().mean()))
 
 # %% ../../nbs/benchmarks/swin_study.ipynb #e60d3e62
 @dataclass

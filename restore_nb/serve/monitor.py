@@ -12,16 +12,14 @@ from collections import deque
 import numpy as np
 import torch
 from PIL import Image
-from scipy.stats import ks_2samp
-from skimage.measure import blur_effect
-from skimage.restoration import estimate_sigma
 from torch import Tensor
 
+from ..metrics import DRIFT_FEATURES, drift_test, estimate_degradation
 from ..tasks import TASKS
 
 # %% auto #0
-__all__ = ['DRIFT_FEATURES', 'jpeg_quality', 'centre_crop', 'estimate_degradation', 'training_loaders', 'training_profile',
-           'card_profile', 'DriftMonitor', 'ServeMetrics', 'Observation', 'observe', 'summary', 'ClipScorer']
+__all__ = ['jpeg_quality', 'training_loaders', 'training_profile', 'card_profile', 'DriftMonitor', 'ServeMetrics', 'Observation',
+           'observe', 'summary', 'ClipScorer']
 
 # %% ../../nbs/15b_serve.monitor.ipynb #a709bb9e
 _IJG_LUMA = np.array([16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
@@ -35,26 +33,6 @@ def jpeg_quality(data: bytes) -> int | None:
     t = np.sort(np.asarray(im.quantization[0], float))               # sorted: independent of the zig-zag order
     def table(q): return np.sort(np.clip((_IJG_LUMA * (5000 / q if q < 50 else 200 - 2 * q) + 50) // 100, 1, 255))
     return int(min(range(1, 101), key=lambda q: np.abs(table(q) - t).sum()))
-
-# %% ../../nbs/15b_serve.monitor.ipynb #e6a5a923
-DRIFT_FEATURES = ('noise_sigma', 'blur')
-
-def centre_crop(x: Tensor, size: int | None) -> Tensor:
-    "The central `size`×`size` window of a `(C,H,W)` image (the whole image when smaller or `size` is None)."
-    if size is None: return x
-    h, w = x.shape[-2:]
-    t, l = max(0, (h - size) // 2), max(0, (w - size) // 2)
-    return x[..., t:t + size, l:l + size]
-
-def estimate_degradation(x: Tensor, # a `(C,H,W)` image in [0, 1]
-                         size: int | None = None, # measure σ and blur on the central window of this side
-                        ) -> dict:
-    "Blind estimates of an input: noise σ (0–255), blur (0 sharp … 1 flat), and its size."
-    c = centre_crop(x, size).float()
-    a = c.permute(1, 2, 0).double().numpy()                          # σ per channel (averaging them would shrink it)
-    return dict(noise_sigma=float(estimate_sigma(a, channel_axis=-1, average_sigmas=True) * 255),
-                blur=float(blur_effect(a.mean(-1))),
-                width=int(x.shape[-1]), height=int(x.shape[-2]), megapixels=x.shape[-1] * x.shape[-2] / 1e6)
 
 # %% ../../nbs/15b_serve.monitor.ipynb #823e7cda
 def training_loaders(task: str, # the task name
@@ -94,14 +72,7 @@ class DriftMonitor:
             for k in DRIFT_FEATURES: self.recent[k].append(est[k])
     def check(self) -> dict:
         with self.lock: recent = {k: np.array(v) for k, v in self.recent.items()}
-        out = {}
-        for k, v in recent.items():
-            if len(v) < self.min_samples: out[k] = dict(n=len(v), statistic=None, p=None, shifted=False)
-            else:
-                r = ks_2samp(self.profile[k], v)
-                out[k] = dict(n=len(v), statistic=round(float(r.statistic), 4), p=float(r.pvalue),
-                              shifted=bool(r.pvalue < self.alpha / len(DRIFT_FEATURES)))
-        return dict(features=out, shifted=any(f['shifted'] for f in out.values()))
+        return drift_test(self.profile, recent, self.alpha, self.min_samples)
 
 # %% ../../nbs/15b_serve.monitor.ipynb #919e038d
 class ServeMetrics:
