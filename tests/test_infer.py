@@ -68,7 +68,8 @@ def test_restore_files_manifests_and_verify(tmp_path):
     shutil.move(tmp_path / 'out', tmp_path / 'moved_out')
     shutil.move(tmp_path / 'grey.png', tmp_path / 'moved_grey.png')
     r = verify(tmp_path / 'moved_out' / 'grey_restored.png')
-    assert r['checks'] == {'output': 'ok', 'input': 'missing', 'weights': 'ok'} and not r['ok']
+    assert r['checks'] == {'credentials': 'untrusted', 'output': 'ok', 'manifest': 'ok', 'input': 'missing',
+                           'weights': 'ok'} and not r['ok']
     with pytest.raises(FileNotFoundError, match='input image not found'):
         restore_files(tmp_path / 'ck', [tmp_path / 'nope.png'], tmp_path / 'o')
     with pytest.raises(ValueError, match='not a restore_nb manifest'):

@@ -1,4 +1,4 @@
-"""Restoring real files: tiles with blended seams, ONNX export, and a provenance manifest for every output.
+"""Restoring real files: tiles with blended seams, ONNX export, and signed Content Credentials, a manifest and a log entry for every output.
 
 Docs: https://restore-nb.github.io/restore_nb/infer.html.md"""
 
@@ -10,5 +10,7 @@ __all__ = []
 # %% ../../nbs/08_infer.ipynb #2bf24ea4
 from .tile import *
 from .onnx import *
+from .credentials import *
+from .ledger import *
 from .provenance import *
 from .zoo import *

@@ -17,15 +17,15 @@ from fastcore.basics import patch
 
 from ..core import persist_dir, set_seed, write_json
 from ..evaluate import Result, metrics_table
-from ..infer import pretrained_path, restore_files
+from ..infer import OUTPUT_BITS, output_signing, pretrained_path, reproduce_restoration, restore_files
 from ..train import WandbLogger, fit_run, load_checkpoint, next_run, teardown_distributed, to_distributed
 from ..train import UNFINISHED, latest_run
 from ..train.checkpoint import checkpoint_dir
 
 # %% auto #0
 __all__ = ['TASKS', 'check_flag', 'is_int', 'is_num', 'RunOptions', 'EvalOptions', 'RestoreOptions', 'field_help',
-           'options_parser', 'parse_options', 'Task', 'resume_run', 'train_or_resume', 'UnknownName', 'Registry',
-           'register_task', 'task_of']
+           'options_parser', 'parse_options', 'Task', 'resume_run', 'train_or_resume', 'output_options', 'UnknownName',
+           'Registry', 'register_task', 'task_of']
 
 # %% ../../nbs/09_tasks.ipynb #19946ed7
 def check_flag(ok: bool, # the condition the value must meet
@@ -99,7 +99,7 @@ class EvalOptions:
         check_flag(self.max_images is None or (is_int(self.max_images) and self.max_images >= 1), 'max_images',
                    'an integer ≥ 1', self.max_images)
 
-# %% ../../nbs/09_tasks.ipynb #a5a639c8
+# %% ../../nbs/09_tasks.ipynb #c5319253
 @dataclass
 class RestoreOptions:
     "What every restoration takes."
@@ -109,9 +109,16 @@ class RestoreOptions:
     tile: int | None = None # tile side in px for large images (default: whole image)
     overlap: int = 128 # tile overlap in px
     device: str | None = None # cpu | cuda (default: best available)
+    format: str = 'png' # output format: png (16-bit), tif (16-bit) or jpg (8-bit); each carries Content Credentials
+    sign: bool = True # sign each output with Content Credentials and log it (--no-sign: the JSON manifest only)
+    sign_cert: str | None = None # PEM chain, signer first (default: $RESTORE_NB_SIGN_CERT, else self-issued)
+    sign_key: str | None = None # the signer's PEM private key (default: $RESTORE_NB_SIGN_KEY)
+    tsa_url: str | None = None # RFC 3161 timestamp authority URL (default: $RESTORE_NB_TSA_URL; none)
+    log: str | None = None # the provenance log (default: $RESTORE_NB_LOG, else the cache's log.jsonl)
     def __post_init__(self): self.check()
     def check(self):
         check_flag(len(self.inputs) > 0, 'inputs', 'at least one image file', self.inputs)
+        check_flag(self.format in OUTPUT_BITS, 'format', ', '.join(OUTPUT_BITS), self.format)
         check_flag(self.tile is None or (is_int(self.tile) and self.tile >= 8), 'tile', 'a tile side of at least 8 px',
                    self.tile)
         check_flag(is_int(self.overlap) and 4 <= self.overlap < (self.tile or 1 << 30), 'overlap',
@@ -160,7 +167,9 @@ def options_parser(cls, # an options dataclass
         kw = _argument(hints[f.name], default)
         shown = '' if default is None or isinstance(default, bool) else f' (default: {_show(default)})'
         if kw.get('nargs') == '+': parser.add_argument(f.name, help=helps.get(f.name, ''), **kw)
-        else: parser.add_argument(f'--{f.name}', default=default, help=helps.get(f.name, '') + shown, **kw)
+        else:
+            flags = [f'--{f.name}'] + ([f"--{f.name.replace('_', '-')}"] if '_' in f.name else [])   # --sign-cert too
+            parser.add_argument(*flags, default=default, help=helps.get(f.name, '') + shown, **kw)
     return parser
 
 # %% ../../nbs/09_tasks.ipynb #2634c626
@@ -192,9 +201,8 @@ class Task:
         raise NotImplementedError(f"task {self.name} has no evaluation")
     def operator(self, image, o): return None
     def zoo_name(self, o) -> str | None: return self.zoo[0] if self.zoo else None   # the zoo model for `o`
-    def reproduce(self, output, manifest=None) -> dict:
-        raise ValueError(f"--reproduce: {output} was restored by a {self.name} model, which records no generation to "
-                         "re-run")
+    def reproduce(self, record: dict, input, ckpt, suffix: str = '.png') -> dict:   # re-run a signed record
+        return reproduce_restoration(record, input, ckpt, suffix)
     def __repr__(self): return f"Task({self.name!r}: {self.summary})"
 
 # %% ../../nbs/09_tasks.ipynb #250bdeff
@@ -298,6 +306,10 @@ def checkpoint(self: Task, o: RestoreOptions) -> str:
                          f"(see `restore-nb train {self.name}`)")
     return str(pretrained_path(name))
 
+def output_options(o: RestoreOptions) -> dict:
+    "How a restoration's outputs are written: their format, and their signer and log (None with --no-sign)."
+    return dict(format=o.format, signing=output_signing(o.sign_cert, o.sign_key, o.tsa_url, o.log) if o.sign else None)
+
 @patch
 def restore(self: Task, o: RestoreOptions, progress: bool = False) -> list[dict]:
     "Restore files with a checkpoint (default: the zoo's), each with its provenance manifest."
@@ -305,7 +317,7 @@ def restore(self: Task, o: RestoreOptions, progress: bool = False) -> list[dict]
         raise ValueError(f"--ckpt: {o.ckpt} holds a {self.name} model, which restores nothing; see `restore-nb eval "
                          f"{self.name}`")
     return restore_files(self.checkpoint(o), o.inputs, o.out, operator=lambda x: self.operator(x, o), tile=o.tile,
-                         overlap=o.overlap, device=o.device, progress=progress)
+                         overlap=o.overlap, device=o.device, progress=progress, **output_options(o))
 
 # %% ../../nbs/09_tasks.ipynb #b25738b4
 @patch

@@ -27,7 +27,8 @@ from ..models import UNet, UnrolledRL
 from ..physics import (Blur, GaussianNoise, KernelSampler, kernel_sampler, load_kernels, motion_kernel,
                                 shake_kernel, sigma_fraction)
 from ..solvers import richardson_lucy, wiener
-from . import EvalOptions, RestoreOptions, RunOptions, Task, is_int, check_flag, register_task
+from . import (EvalOptions, RestoreOptions, RunOptions, Task, is_int, check_flag, output_options,
+                              register_task)
 from ..train import task_learner, unwrap
 from fastai.callback.core import Callback
 
@@ -279,6 +280,6 @@ def restore(self: DeblurTask, o, progress: bool = False):
         raise ValueError("--kernel: this non-blind model needs the blur kernel of the images (.npy/.npz/.mat)")
     note = dict(kernel_file=str(Path(o.kernel).resolve()), kernel_sha256=sha256_file(o.kernel)) if o.kernel else None
     return restore_files(ckpt, o.inputs, o.out, operator=None if k is None else (lambda x: Blur(k)), note=note,
-                         tile=o.tile, overlap=o.overlap, device=o.device, progress=progress)
+                         tile=o.tile, overlap=o.overlap, device=o.device, progress=progress, **output_options(o))
 
 register_task(DeblurTask())

@@ -15,7 +15,7 @@ from fastcore.basics import patch
 from ..evaluate import Result, evaluate
 from ..infer import restore_files
 from ..physics import Downsample, GaussianNoise
-from . import RestoreOptions, check_flag, register_task
+from . import RestoreOptions, check_flag, output_options, register_task
 from .denoise import DenoiseTask, SwinOptions
 
 # %% auto #0
@@ -86,6 +86,6 @@ def restore(self: SRTask, o, progress: bool = False):
     s = self.load(ckpt).config.scales[0]
     check_flag(o.scale in (None, s), 'scale', f'the scale of the checkpoint ({s})', o.scale)
     return restore_files(ckpt, o.inputs, o.out, operator=lambda x: Downsample(s, 'bicubic'), device=o.device,
-                         progress=progress)
+                         progress=progress, **output_options(o))
 
 register_task(SRTask())
