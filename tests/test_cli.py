@@ -63,7 +63,16 @@ def test_bad_arguments_are_one_clear_line(tmp_path, capsys):
     bad('data', 'Set13', '--root', tmp_path, expect="unknown set 'Set13'")
     (tmp_path / 'data' / 'Set12').mkdir(parents=True)
     bad('data', 'Set12', '--root', tmp_path / 'data', expect='holds 0 images, expected 12')
-    bad('verify', tmp_path / 'bad.png', expect='manifest not found')
+    import torch
+    from restore_nb.core import save_image
+    save_image(torch.rand(3, 8, 8), tmp_path / 'plain.png')
+    bad('verify', tmp_path / 'plain.png', expect='carries no Content Credentials and has no manifest')
+    capsys.readouterr()
+    assert main(['verify', str(tmp_path / 'bad.png')]) == 1 and 'credentials: unreadable' in capsys.readouterr().err
+    bad('audit', expect='give a FOLDER')
+    bad('audit', '--log', tmp_path / 'none.jsonl', expect='--log: ')
+    bad('restore', tmp_path / 'plain.png', '--task', 'denoise', '--sign-cert', tmp_path / 'plain.png',
+        expect='give both')
     bad('train', 'deblur', '--minutes', '-1', expect='--minutes: expected a number > 0')
     bad('train', 'deblur', '--bs', '0', expect='--bs: expected a batch size of at least 1')
     bad('restore', tmp_path / 'bad.png', '--ckpt', tmp_path / 'ck', '--task', 'deblur', '--tile', '-5',

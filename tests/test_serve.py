@@ -77,7 +77,7 @@ def test_restore_multipart_json_kernel_download_verify(served):
     j = c.post(
         '/v1/restore', json={'image': base64.b64encode(A).decode(), 'model': 'denoise-rgb', 'options': {'sigma': 25}}
     ).json()
-    assert base64.b64decode(j['image']) == out  # same input, same model: the same bytes
+    assert j['manifest']['pixels'] == r['manifest']['pixels']  # same input, same model: the same pixels (signed anew)
     k = c.post(
         '/v1/restore',
         json={
@@ -92,16 +92,17 @@ def test_restore_multipart_json_kernel_download_verify(served):
     )
     man = json.dumps(r['manifest'])
     ok = c.post('/v1/verify', files={'output': out, 'manifest': man, 'input': A}).json()
-    assert ok['ok'] and ok['checks'] == {'output': 'ok', 'input': 'ok', 'weights': 'ok (denoise-rgb)'}
+    assert ok['ok'] and ok['checks'] == {'credentials': 'untrusted', 'output': 'ok', 'manifest': 'ok', 'input': 'ok',
+                                         'weights': 'ok (denoise-rgb)'}
     bad = c.post(
         '/v1/verify', json={'output': base64.b64encode(out[:-1] + b'\0').decode(), 'manifest': r['manifest']}
     ).json()
     assert not bad['ok'] and bad['checks']['output'] == 'changed'
-    other = dict(r['manifest'], weights=dict(r['manifest']['weights'], sha256='0' * 64))
-    assert (
-        c.post('/v1/verify', files={'output': out, 'manifest': json.dumps(other)}).json()['checks']['weights']
-        == 'unknown'
-    )
+    other = dict(r['manifest'], weights=dict(r['manifest']['weights'], sha256='0' * 64))   # a manifest that lies
+    lie = c.post('/v1/verify', files={'output': out, 'manifest': json.dumps(other)}).json()
+    assert not lie['ok'] and lie['checks']['manifest'] == 'differs' and lie['checks']['weights'] == 'ok (denoise-rgb)'
+    alone = c.post('/v1/verify', files={'output': out, 'input': A}, data={'reproduce': 'true'}).json()
+    assert alone['ok'] and alone['checks']['reproduced'] == 'bit-exact' and alone['status'] == 'untrusted'
 
 
 def test_jobs_progress_zip_cancel_and_metrics(served):
@@ -202,7 +203,9 @@ def test_every_bad_request_is_a_clear_4xx_and_writes_nothing_outside(served):
         (c.get('/v1/jobs/..%2F..%2Fetc'), 404, None, None),
         (c.get('/v1/jobs/0123456789ab'), 404, 'unknown_job', 'not a job'),
         (c.get('/v1/results/0123456789ab/..%2Fjob.json'), 404, None, None),
-        (c.post('/v1/verify', files={'output': A}), 400, 'missing_field', 'manifest'),
+        (c.post('/v1/verify', files={'output': A}), 422, 'no_credentials', 'manifest'),
+        (c.post('/v1/verify', files={'manifest': '{}'}), 400, 'missing_field', 'output'),
+        (c.post('/v1/audit', files={'images': A}), 400, 'missing_field', 'zip'),
         (c.get('/v1/models', headers={'Authorization': 'Bearer wrong'}), 401, 'unauthorized', 'token'),
     ]
     for r, status, kind, words in cases:
@@ -364,7 +367,7 @@ def test_conditional_diffusion_with_a_template_seed_steps_and_maps(tmp_path):
         assert adh['score'] is not None or 'skipped' in adh['note']
         again = c.post('/v1/restore', files={'image': png(x)}, data={k: json.dumps(v) if isinstance(v, dict) else v
                                                                       for k, v in body.items()}).json()
-        assert again['image'] == r['image']                               # same seed, same output
+        assert again['manifest']['pixels'] == r['manifest']['pixels']     # same seed, same output (signed anew)
 
 
 def test_a_monitoring_failure_never_loses_the_restored_image(tmp_path, monkeypatch):

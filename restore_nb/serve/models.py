@@ -59,8 +59,8 @@ def served_models(runs=(), # run or checkpoint folders to serve besides the zoo
         out[r.name] = ServedModel(r.name, task.name, str(r.resolve()), 'run', card)
     return out
 
-# %% ../../nbs/15a_serve.models.ipynb #44957459
-SERVER_FIELDS = ('inputs', 'out', 'ckpt', 'device')
+# %% ../../nbs/15a_serve.models.ipynb #ef82ed4b
+SERVER_FIELDS = ('inputs', 'out', 'ckpt', 'device', 'sign', 'sign_cert', 'sign_key', 'tsa_url', 'log')   # the server's
 
 class RequestError(ValueError):
     "A bad request: `status` (4xx), `kind` (a short machine-readable name) and a message naming what was expected."
