@@ -187,7 +187,12 @@ def credential_definition(record: dict, # the restore_nb assertion's content
                 assertions=[dict(label='c2pa.actions.v2', data=dict(actions=actions)),
                             dict(label=ASSERTION, data=assertion_data(record))])
 
-# %% ../../nbs/08e_infer.credentials.ipynb #7797e566
+# %% ../../nbs/08e_infer.credentials.ipynb #1c476fb1
+def _builder(definition: dict, thumbnails: bool):
+    import c2pa
+    settings = dict(builder=dict(thumbnail=dict(enabled=thumbnails)))
+    return c2pa.Builder(definition, context=c2pa.Context.from_dict(settings))
+
 def _signer(ident: Identity):
     import c2pa
     info = c2pa.C2paSignerInfo(ident.alg.encode(), ident.cert.read_bytes(), ident.key.read_bytes(),
@@ -199,6 +204,7 @@ def sign_file(output: str | Path, # the restored file (PNG, JPEG, TIFF, WebP): s
               record: dict, # the restore_nb assertion
               identity: Identity | None = None, # the signer (default: `signing_identity()`)
               generated: bool = False, # a generative model's sample
+              thumbnails: bool = False, # embed JPEG previews of the output and of the input
              ) -> dict:
     "Embed signed Content Credentials in `output`; returns the signer's description."
     import c2pa
@@ -208,7 +214,7 @@ def sign_file(output: str | Path, # the restored file (PNG, JPEG, TIFF, WebP): s
     ing = dict(title=input.name, relationship='parentOf', label='input')
     in_mime = mime_type(input)
     bare = None if in_mime else dict(ing, format=input.suffix.lstrip('.').lower() or 'application/octet-stream')
-    b = c2pa.Builder(credential_definition(record, output.name, generated, bare))
+    b = _builder(credential_definition(record, output.name, generated, bare), thumbnails)
     if in_mime:
         with open(input, 'rb') as f: b.add_ingredient(ing, in_mime, f)
     try:

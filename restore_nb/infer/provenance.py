@@ -63,22 +63,24 @@ def credential_record(m: dict) -> dict:
     r = {k: v for k, v in m.items() if k not in ('output', 'credentials', 'input', 'weights')}
     return jsonable(dict(r, input=entry(m['input']), weights=entry(m['weights'])))
 
-# %% ../../nbs/08c_infer.provenance.ipynb #10cffdc7
+# %% ../../nbs/08c_infer.provenance.ipynb #8e01fabb
 @dataclasses.dataclass
 class Signing:
     "How restored files are signed and logged."
     identity: Identity # the signer
     log: ProvenanceLog | None = None # the provenance log (None: not logged)
+    thumbnails: bool = False # embed JPEG previews of the output and the input
 
 def output_signing(cert: str | Path | None = None, # PEM chain (default: $RESTORE_NB_SIGN_CERT, else self-issued)
                    key: str | Path | None = None, # its private key (default: $RESTORE_NB_SIGN_KEY)
                    tsa_url: str | None = None, # RFC 3161 timestamp authority (default: $RESTORE_NB_TSA_URL)
                    log: str | Path | None = None, # the provenance log (default: $RESTORE_NB_LOG, else the cache's)
+                   thumbnails: bool = False, # embed JPEG previews of the output and the input
                   ) -> Signing:
     "The signer and log of restored files, from arguments, else the environment, else this installation's own."
-    return Signing(signing_identity(cert, key, tsa_url), ProvenanceLog(log))
+    return Signing(signing_identity(cert, key, tsa_url), ProvenanceLog(log), thumbnails)
 
-# %% ../../nbs/08c_infer.provenance.ipynb #ba0d2695
+# %% ../../nbs/08c_infer.provenance.ipynb #71a8b7ee
 def write_manifest(output: str | Path, # the restored file
                    input: str | Path, # the degraded input file
                    weights: str | Path, # the model's weights file (model.safetensors)
@@ -108,7 +110,7 @@ def write_manifest(output: str | Path, # the restored file
                            python=platform.python_version()))
     m.update(extra or {})
     if signing is not None:
-        signer = sign_file(output, input, credential_record(m), signing.identity, generated)
+        signer = sign_file(output, input, credential_record(m), signing.identity, generated, signing.thumbnails)
         m['credentials'] = dict(standard='C2PA', assertion=ASSERTION, signer=signer,
                                 log=str(signing.log.path) if signing.log else None)
     m['output'] = file_entry(output, base)

@@ -99,7 +99,7 @@ class EvalOptions:
         check_flag(self.max_images is None or (is_int(self.max_images) and self.max_images >= 1), 'max_images',
                    'an integer ≥ 1', self.max_images)
 
-# %% ../../nbs/09_tasks.ipynb #c5319253
+# %% ../../nbs/09_tasks.ipynb #311bc0aa
 @dataclass
 class RestoreOptions:
     "What every restoration takes."
@@ -115,6 +115,7 @@ class RestoreOptions:
     sign_key: str | None = None # the signer's PEM private key (default: $RESTORE_NB_SIGN_KEY)
     tsa_url: str | None = None # RFC 3161 timestamp authority URL (default: $RESTORE_NB_TSA_URL; none)
     log: str | None = None # the provenance log (default: $RESTORE_NB_LOG, else the cache's log.jsonl)
+    thumbnails: bool = False # embed JPEG previews of the output and the input in the credentials
     def __post_init__(self): self.check()
     def check(self):
         check_flag(len(self.inputs) > 0, 'inputs', 'at least one image file', self.inputs)
@@ -295,7 +296,7 @@ def eval(self: Task, o: EvalOptions, progress: bool = False) -> Result:
     if (Path(o.ckpt)/'run.json').exists(): write_json(res.to_dict(), Path(o.ckpt)/'eval.json')
     return res
 
-# %% ../../nbs/09_tasks.ipynb #8a1d5492
+# %% ../../nbs/09_tasks.ipynb #10d04c95
 @patch
 def checkpoint(self: Task, o: RestoreOptions) -> str:
     "The checkpoint a restoration uses: `--ckpt`, else the task's zoo model for these options (offline)."
@@ -308,7 +309,8 @@ def checkpoint(self: Task, o: RestoreOptions) -> str:
 
 def output_options(o: RestoreOptions) -> dict:
     "How a restoration's outputs are written: their format, and their signer and log (None with --no-sign)."
-    return dict(format=o.format, signing=output_signing(o.sign_cert, o.sign_key, o.tsa_url, o.log) if o.sign else None)
+    signing = output_signing(o.sign_cert, o.sign_key, o.tsa_url, o.log, o.thumbnails) if o.sign else None
+    return dict(format=o.format, signing=signing)
 
 @patch
 def restore(self: Task, o: RestoreOptions, progress: bool = False) -> list[dict]:
