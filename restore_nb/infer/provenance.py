@@ -149,7 +149,7 @@ def _named_file(role: str, given, m: dict | None, mpath: Path) -> Path | None | 
         return p/'model.safetensors' if role == 'weights' and p.is_dir() else p if p.exists() else None
     return manifest_file(m[role], mpath) if m is not None else 'not given'
 
-# %% ../../nbs/08c_infer.provenance.ipynb #2308b94f
+# %% ../../nbs/08c_infer.provenance.ipynb #5e5000b1
 def verify(output: str | Path, # a restored file
            manifest: str | Path | None = None, # its JSON manifest (default: OUTPUT.json, if present)
            input: str | Path | None = None, # the input it claims to restore (default: the manifest's)
@@ -193,7 +193,8 @@ def verify(output: str | Path, # a restored file
         if checks[name] != 'ok': problems.append(f"{name} map: {p} is {checks[name]}")
     return dict(ok=not problems, status=cred['status'], checks=checks, problems=problems, warnings=warnings,
                 signer=cred.get('signer'), record=rec, manifest=str(mpath) if m is not None else None)
-#| exports
+
+# %% ../../nbs/08c_infer.provenance.ipynb #e0d21a38
 def input_files(inputs) -> list[Path]:
     "Image file arguments as paths: one path or a list, each an existing file (else a clear error)."
     inputs = [Path(p) for p in ([inputs] if isinstance(inputs, (str, Path)) else inputs)]
