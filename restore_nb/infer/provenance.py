@@ -149,7 +149,7 @@ def _named_file(role: str, given, m: dict | None, mpath: Path) -> Path | None | 
         return p/'model.safetensors' if role == 'weights' and p.is_dir() else p if p.exists() else None
     return manifest_file(m[role], mpath) if m is not None else 'not given'
 
-# %% ../../nbs/08c_infer.provenance.ipynb #5e5000b1
+# %% ../../nbs/08c_infer.provenance.ipynb #bdf101ce
 def verify(output: str | Path, # a restored file
            manifest: str | Path | None = None, # its JSON manifest (default: OUTPUT.json, if present)
            input: str | Path | None = None, # the input it claims to restore (default: the manifest's)
@@ -180,7 +180,7 @@ def verify(output: str | Path, # a restored file
             if checks['manifest'] == 'differs':
                 problems.append(f"manifest: {mpath.name} differs from the signed credentials")
     for role, given in (('input', input), ('weights', weights)):
-        p = _named_file(role, given, m, mpath)
+        p = _named_file(role, given, m, mpath) if role in rec else 'not recorded'
         if isinstance(p, str): checks[role] = p
         else:
             checks[role] = _check(p, rec[role]['sha256'])
