@@ -218,16 +218,15 @@ def _degradation(A, estimates: list, note: dict | None) -> dict:
     if A is None: return dict(kind='unspecified', note='the model takes the degraded image only', **(note or {}))
     return dict(A.spec(), **(note or {}))
 
-# %% ../../nbs/08c_infer.provenance.ipynb #3aec363d
+# %% ../../nbs/08c_infer.provenance.ipynb #42ec7c2a
 def _restore_one(model, p: Path, operator, tile, overlap, device, progress):
     x = load_image(p)
-    est = estimate_degradation(x)
     A = operator(x) if operator else None
     grey = x.shape[0] == 1 and getattr(getattr(model, 'config', None), 'channels', 1) == 3
     estimates, on_tile = _estimates(model)
     y = restore(model, convert_channels(x, 'rgb') if grey else x, A, tile=tile, overlap=overlap, device=device,
                 progress=progress, on_tile=on_tile)
-    return (y.mean(0, keepdim=True) if grey else y), A, estimates, est
+    return (y.mean(0, keepdim=True) if grey else y), A, estimates, x
 
 # %% ../../nbs/08c_infer.provenance.ipynb #eb36161e
 _MODELS = threading.local()
@@ -255,7 +254,7 @@ def output_bits(format: str) -> int:
                          f"got {format!r}")
     return OUTPUT_BITS[format]
 
-# %% ../../nbs/08c_infer.provenance.ipynb #2070870c
+# %% ../../nbs/08c_infer.provenance.ipynb #b6c43976
 def restore_files(ckpt: str | Path, # run folder or checkpoint folder
                   inputs, # image files
                   out: str | Path, # output folder
@@ -277,13 +276,14 @@ def restore_files(ckpt: str | Path, # run folder or checkpoint folder
     records = []
     for p in inputs:
         t0 = time.perf_counter()
-        y, A, estimates, est = _restore_one(model, p, operator, tile, overlap, device, progress)
+        y, A, estimates, x = _restore_one(model, p, operator, tile, overlap, device, progress)
         dst = out/f'{p.stem}_restored.{format}'
         save_image(y.clamp(0, 1), dst, bits=bits)
         inf = dict(tile=tile, overlap=overlap if tile else None, device=str(device), amp=device.type == 'cuda',
                    threads=torch.get_num_threads(), seconds=round(time.perf_counter() - t0, 3))
         mp = write_manifest(dst, p, cdir/'model.safetensors', model, _degradation(A, estimates, note), inf,
-                            operator=A.spec() if A is not None else None, estimate=est, signing=signing)
+                            operator=A.spec() if A is not None else None, estimate=estimate_degradation(x),
+                            signing=signing)
         records.append(dict(input=str(p), output=str(dst), manifest=str(mp), seconds=inf['seconds']))
     return records
 
