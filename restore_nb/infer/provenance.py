@@ -149,7 +149,7 @@ def _named_file(role: str, given, m: dict | None, mpath: Path) -> Path | None | 
         return p/'model.safetensors' if role == 'weights' and p.is_dir() else p if p.exists() else None
     return manifest_file(m[role], mpath) if m is not None else 'not given'
 
-# %% ../../nbs/08c_infer.provenance.ipynb #bdf101ce
+# %% ../../nbs/08c_infer.provenance.ipynb #f7b07e3c
 def verify(output: str | Path, # a restored file
            manifest: str | Path | None = None, # its JSON manifest (default: OUTPUT.json, if present)
            input: str | Path | None = None, # the input it claims to restore (default: the manifest's)
@@ -166,7 +166,7 @@ def verify(output: str | Path, # a restored file
         raise FileNotFoundError(f"verify: {output} carries no Content Credentials and has no manifest ({mpath}); "
                                 "restored files are signed by restore_files / restore-nb restore")
     rec = cred['assertion'] or (credential_record(m) if m is not None else {})
-    checks, problems, warnings = dict(credentials=cred['status']), [], []
+    checks, problems, warnings, files = dict(credentials=cred['status']), [], [], {}
     if cred['status'] == 'invalid': problems += [f"credentials: {f}" for f in cred['failures']]
     if cred['status'] == 'untrusted': warnings.append(_trust_note(cred))
     if cred['status'] == 'missing' and (m or {}).get('credentials'):
@@ -181,6 +181,7 @@ def verify(output: str | Path, # a restored file
                 problems.append(f"manifest: {mpath.name} differs from the signed credentials")
     for role, given in (('input', input), ('weights', weights)):
         p = _named_file(role, given, m, mpath) if role in rec else 'not recorded'
+        files[role] = p if isinstance(p, Path) else None
         if isinstance(p, str): checks[role] = p
         else:
             checks[role] = _check(p, rec[role]['sha256'])
@@ -192,7 +193,7 @@ def verify(output: str | Path, # a restored file
         checks[name] = _check(p if p.exists() else None, e['sha256'])
         if checks[name] != 'ok': problems.append(f"{name} map: {p} is {checks[name]}")
     return dict(ok=not problems, status=cred['status'], checks=checks, problems=problems, warnings=warnings,
-                signer=cred.get('signer'), record=rec, manifest=str(mpath) if m is not None else None)
+                signer=cred.get('signer'), record=rec, files=files, manifest=str(mpath) if m is not None else None)
 
 # %% ../../nbs/08c_infer.provenance.ipynb #e0d21a38
 def input_files(inputs) -> list[Path]:
