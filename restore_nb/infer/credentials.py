@@ -21,14 +21,14 @@ __all__ = ['ASSERTION', 'SOURCE_TYPES', 'MIME_TYPES', 'SELF_ISSUED', 'SIGN_ENV',
            'file_lock', 'self_issued', 'Identity', 'signer_info', 'signing_identity', 'assertion_data',
            'assertion_record', 'credential_definition', 'sign_file', 'read_credentials', 'change_one_pixel']
 
-# %% ../../nbs/08e_infer.credentials.ipynb #33aa99f4
+# %% ../../nbs/08e_infer.credentials.ipynb #55bc067c
 ASSERTION = 'org.restore-nb.restoration'
 SOURCE_TYPES = dict(restored='http://cv.iptc.org/newscodes/digitalsourcetype/algorithmicallyEnhanced',
                     generated='http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia')
 MIME_TYPES = {'.png': 'image/png', '.jpg': 'image/jpeg', '.jpeg': 'image/jpeg', '.tif': 'image/tiff',
               '.tiff': 'image/tiff', '.webp': 'image/webp', '.dng': 'image/dng'}
 SELF_ISSUED = 'restore_nb self-issued'
-SIGN_ENV = dict(cert='RESTORE_NB_SIGN_CERT', key='RESTORE_NB_SIGN_KEY', tsa_url='RESTORE_NB_TSA_URL')
+SIGN_ENV = dict(sign_cert='RESTORE_NB_SIGN_CERT', sign_key='RESTORE_NB_SIGN_KEY', tsa_url='RESTORE_NB_TSA_URL')
 
 def mime_type(path: str | Path) -> str | None:
     "The MIME type C2PA knows a file by (None: a format it cannot carry credentials in)."
@@ -132,13 +132,13 @@ def signer_info(cert) -> dict:
                 not_after=cert.not_valid_after_utc.isoformat(), sha256=cert.fingerprint(hashes.SHA256()).hex(),
                 self_issued=SELF_ISSUED in org)
 
-# %% ../../nbs/08e_infer.credentials.ipynb #5ccf6916
+# %% ../../nbs/08e_infer.credentials.ipynb #b50005cc
 def signing_identity(cert: str | Path | None = None, # PEM certificate chain, signer first ($RESTORE_NB_SIGN_CERT)
                      key: str | Path | None = None, # its PEM private key ($RESTORE_NB_SIGN_KEY)
                      tsa_url: str | None = None, # RFC 3161 timestamp authority ($RESTORE_NB_TSA_URL)
                     ) -> Identity:
     "The signer of restored files: the given certificate and key, else the environment's, else the self-issued one."
-    cert, key = cert or os.environ.get(SIGN_ENV['cert']), key or os.environ.get(SIGN_ENV['key'])
+    cert, key = cert or os.environ.get(SIGN_ENV['sign_cert']), key or os.environ.get(SIGN_ENV['sign_key'])
     tsa_url = tsa_url or os.environ.get(SIGN_ENV['tsa_url']) or None
     if bool(cert) != bool(key):
         raise ValueError("--sign-cert and --sign-key: give both (a PEM certificate chain and its private key), or "

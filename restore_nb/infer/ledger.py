@@ -13,21 +13,22 @@ from ..core import persist_dir
 from .credentials import file_lock
 
 # %% auto #0
-__all__ = ['GENESIS', 'entry_hash', 'ProvenanceLog', 'check_log']
+__all__ = ['GENESIS', 'LOG_ENV', 'entry_hash', 'ProvenanceLog', 'check_log']
 
-# %% ../../nbs/08f_infer.ledger.ipynb #6b98de97
+# %% ../../nbs/08f_infer.ledger.ipynb #cc526377
 GENESIS = '0' * 64
+LOG_ENV = 'RESTORE_NB_LOG'
 
 def entry_hash(entry: dict) -> str:
     "SHA-256 of an entry's canonical JSON (sorted keys, no spaces), its own `hash` field left out."
     body = {k: v for k, v in entry.items() if k != 'hash'}
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(',', ':')).encode()).hexdigest()
 
-# %% ../../nbs/08f_infer.ledger.ipynb #75df91cf
+# %% ../../nbs/08f_infer.ledger.ipynb #8863a0fc
 class ProvenanceLog:
     "An append-only JSON-lines log, each entry committing to the previous one's hash."
     def __init__(self, path: str | Path | None = None): # default: $RESTORE_NB_LOG, else the cache's log.jsonl
-        self.path = Path(path or os.environ.get('RESTORE_NB_LOG') or persist_dir('credentials')/'log.jsonl')
+        self.path = Path(path or os.environ.get(LOG_ENV) or persist_dir('credentials')/'log.jsonl')
     def __repr__(self): return f'ProvenanceLog({str(self.path)!r})'
     def _last(self) -> dict | None:
         if not self.path.exists() or self.path.stat().st_size == 0: return None
