@@ -134,17 +134,18 @@ def _models(root: str):
             _MODELS[root] = (served_models(c['runs'], c['zoo']), c['device'])
         return _MODELS[root]
 
-# %% ../../nbs/15c_serve.jobs.ipynb #dd4eacc3
+# %% ../../nbs/15c_serve.jobs.ipynb #c7ef4098
 def run_image(root: str, jid: str, i: int):
     "Restore image `i` of job `jid` (the Huey task): skipped if cancelled or done; marked done or failed."
     store = JobStore(root)
     job = store.job(jid)
     if job['state'] == 'cancelled' or i in store.marks(jid): return
     models, device = _models(root)
-    d = store.folder(jid)
+    d, out = store.folder(jid), store.path(job, job['out'])
+    for t in out.glob(f".{Path(job['inputs'][i]).stem}_restored*.tmp*"): t.unlink(missing_ok=True)   # a killed run's
     try:
         r = restore_request(models, job['task'], job['model'], job['options'], store.path(job, job['inputs'][i]),
-                            store.path(job, job['out']), device)
+                            out, device)
     except RequestError as e:
         store.mark(jid, i, dict(state='failed', error=str(e)))
         return
